@@ -1,0 +1,18 @@
+"""User-facing errors: CLIs print them as one line and exit non-zero, never a traceback."""
+
+from __future__ import annotations
+
+
+class PRNetError(Exception):
+    """Base class of errors caused by user input (bad file, bad flag, missing data)."""
+
+
+class InputError(PRNetError, ValueError):
+    """A file or field does not hold what was expected.
+
+    The message names the file and/or field and says what was expected.
+    """
+
+
+class ModelFileError(PRNetError):
+    """A model file is missing or of the wrong kind."""

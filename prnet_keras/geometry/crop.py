@@ -1,0 +1,92 @@
+"""Face crops: keypoint / detector boxes and the similarity transform onto the 256² crop (DESIGN §3).
+
+A crop is described by its 3x3 matrix ``T`` (image pixels -> crop pixels, scale k, no
+rotation): [x', y', 1] = T·[x, y, 1] and z' = k·z.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prnet_keras import RESOLUTION
+
+
+def keypoint_box(kpts_xy: np.ndarray) -> tuple[np.ndarray, float]:
+    """(68, 2+) keypoints -> (centre (2,), old_size) of their bounding box.
+
+    old_size = ((r - l) + (b - t)) / 2, the mean side length, as in PRNet's data code.
+    """
+    k = np.asarray(kpts_xy, dtype=np.float64)[:, :2]
+    lo, hi = k.min(0), k.max(0)
+    centre = (lo + hi) / 2.0
+    old = ((hi[0] - lo[0]) + (hi[1] - lo[1])) / 2.0
+    return centre, float(old)
+
+
+def training_crop(
+    kpts_xy: np.ndarray,
+    rng: np.random.Generator | None = None,
+    scale: float = 1.5,
+    center_jitter: float = 0.1,
+    size_jitter: tuple[float, float] = (0.9, 1.1),
+) -> tuple[np.ndarray, float]:
+    """Crop square (centre, size) from keypoints: size = scale·old; with ``rng`` perturbed.
+
+    Perturbation (training sets): centre x, y each + U(-j·old, j·old), size × U(size_jitter).
+    Without ``rng`` (validation) the box is exact.
+    """
+    centre, old = keypoint_box(kpts_xy)
+    size = scale * old
+    if rng is not None:
+        centre = centre + rng.uniform(-center_jitter * old, center_jitter * old, size=2)
+        size = size * rng.uniform(size_jitter[0], size_jitter[1])
+    return centre, float(size)
+
+
+def detector_crop(box_ltrb: np.ndarray, scale: float = 1.6, center_shift: float = 0.0) -> tuple[np.ndarray, float]:
+    """Crop square from a detector box [left, top, right, bottom].
+
+    Official PRNet: size = 1.6·old; for dlib boxes the centre moves down 0.14·old and the
+    scale is 1.58.
+    """
+    l, t, r, b = (float(v) for v in np.asarray(box_ltrb).reshape(4))
+    old = ((r - l) + (b - t)) / 2.0
+    centre = np.array([(l + r) / 2.0, (t + b) / 2.0 + center_shift * old])
+    return centre, scale * old
+
+
+def crop_transform(centre: np.ndarray, size: float, resolution: int = RESOLUTION) -> np.ndarray:
+    """3x3 T mapping the square centre ± size/2 onto [0, resolution-1]² (k = (res-1)/size)."""
+    k = (resolution - 1) / float(size)
+    cx, cy = (float(v) for v in np.asarray(centre).reshape(2))
+    left, top = cx - size / 2.0, cy - size / 2.0
+    return np.array([[k, 0.0, -k * left], [0.0, k, -k * top], [0.0, 0.0, 1.0]])
+
+
+def transform_scale(transform: np.ndarray) -> float:
+    """The isotropic scale k of a similarity 3x3 (sqrt of the 2x2 determinant)."""
+    t = np.asarray(transform, dtype=np.float64)
+    return float(np.sqrt(abs(np.linalg.det(t[:2, :2]))))
+
+
+def apply_transform(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Map (n, 2) or (n, 3) points through T; z (if present) is scaled by k. float32 out."""
+    p = np.asarray(points, dtype=np.float64)
+    t = np.asarray(transform, dtype=np.float64)
+    out = np.empty_like(p)
+    out[:, :2] = p[:, :2] @ t[:2, :2].T + t[:2, 2]
+    if p.shape[1] > 2:
+        out[:, 2:] = p[:, 2:] * transform_scale(t)
+    return out.astype(np.float32)
+
+
+def vertices_to_crop(image_vertices: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Image-frame vertices (n, 3) -> crop frame: x, y through T, z·k, then z -= min(z)."""
+    out = apply_transform(image_vertices, transform)
+    out[:, 2] -= out[:, 2].min()
+    return out
+
+
+def crop_to_image(crop_points: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Inverse mapping: crop-frame points (n, 2|3) -> image frame (z / k). float32 out."""
+    return apply_transform(crop_points, np.linalg.inv(np.asarray(transform, dtype=np.float64)))

@@ -1,0 +1,137 @@
+"""Pose and cameras in the 3DDFA convention (DESIGN §3).
+
+Angles are (pitch φ, yaw γ, roll θ) in radians and R = Rx(φ)·Ry(γ)·Rz(θ) with
+
+    Rx = [[1, 0, 0], [0, cφ, sφ], [0, -sφ, cφ]]
+    Ry = [[cγ, 0, -sγ], [0, 1, 0], [sγ, 0, cγ]]
+    Rz = [[cθ, sθ, 0], [-sθ, cθ, 0], [0, 0, 1]]
+
+Posed vertices are V' = s·V·Rᵀ + t (orthographic camera); image coordinates flip y with
+the image height: y_img = h - 1 - V'y, and z stays (larger = nearer the camera).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prnet_keras.errors import InputError
+
+_GIMBAL_EPS = 1e-6
+
+
+def angles_to_rotation(angles: np.ndarray) -> np.ndarray:
+    """(3,) [pitch, yaw, roll] radians -> (3, 3) rotation R = Rx·Ry·Rz (float64)."""
+    phi, gamma, theta = (float(a) for a in np.asarray(angles, dtype=np.float64).reshape(3))
+    cx, sx = np.cos(phi), np.sin(phi)
+    cy, sy = np.cos(gamma), np.sin(gamma)
+    cz, sz = np.cos(theta), np.sin(theta)
+    rx = np.array([[1, 0, 0], [0, cx, sx], [0, -sx, cx]])
+    ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+    rz = np.array([[cz, sz, 0], [-sz, cz, 0], [0, 0, 1]])
+    return rx @ ry @ rz
+
+
+def rotation_to_angles(rotation: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation -> (3,) [pitch, yaw, roll] radians, inverse of angles_to_rotation.
+
+    From R = Rx·Ry·Rz: R[0,2] = -sin(yaw), R[0,1]/R[0,0] = tan(roll), R[1,2]/R[2,2] =
+    tan(pitch). At gimbal lock (|yaw| = 90°) pitch and roll are not separable: roll is
+    set to 0 and the whole in-plane angle goes to pitch.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    if r.shape != (3, 3):
+        raise InputError(f"rotation: expected shape (3, 3), got {r.shape}")
+    sin_yaw = float(np.clip(-r[0, 2], -1.0, 1.0))
+    yaw = np.arcsin(sin_yaw)
+    if np.sqrt(r[0, 0] ** 2 + r[0, 1] ** 2) > _GIMBAL_EPS:
+        roll = np.arctan2(r[0, 1], r[0, 0])
+        pitch = np.arctan2(r[1, 2], r[2, 2])
+    else:
+        # roll = 0: R[1] = [sφ·sγ, cφ, sφ·cγ], R[2] = [cφ·sγ, -sφ, cφ·cγ]
+        roll = 0.0
+        pitch = np.arctan2(-r[2, 1], r[1, 1])
+    return np.array([pitch, yaw, roll])
+
+
+def parse_pose_para(pose_para: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """300W-LP / AFLW2000-3D ``Pose_Para`` (1x7 [pitch, yaw, roll, tx, ty, tz, s]) -> (s, R, t).
+
+    t is (3,) [tx, ty, tz]; tz is carried but irrelevant (depth is re-based later).
+    """
+    p = np.asarray(pose_para, dtype=np.float64).reshape(-1)
+    if p.size != 7:
+        raise InputError(f"Pose_Para: expected 7 values [pitch, yaw, roll, tx, ty, tz, s], got {p.size}")
+    if not np.all(np.isfinite(p)):
+        raise InputError("Pose_Para: contains NaN or inf")
+    return float(p[6]), angles_to_rotation(p[:3]), p[3:6].copy()
+
+
+def make_pose_para(angles: np.ndarray, t: np.ndarray, s: float) -> np.ndarray:
+    """Inverse of parse_pose_para's layout: (1, 7) float32 [pitch, yaw, roll, tx, ty, tz, s]."""
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    if t.size == 2:
+        t = np.append(t, 0.0)
+    return np.concatenate([np.asarray(angles, float).reshape(3), t, [s]]).astype(np.float32)[None]
+
+
+def similarity_transform(vertices: np.ndarray, s: float, rotation: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """V' = s·V·Rᵀ + t for (n, 3) vertices; returns float32 (n, 3)."""
+    v = np.asarray(vertices, dtype=np.float32)
+    r = np.asarray(rotation, dtype=np.float32)
+    return (np.float32(s) * (v @ r.T) + np.asarray(t, dtype=np.float32).reshape(1, 3)).astype(np.float32)
+
+
+def to_image(vertices: np.ndarray, height: int) -> np.ndarray:
+    """Camera frame (y up) -> image frame (y down): y = h - 1 - y. Returns a copy."""
+    out = np.array(vertices, dtype=np.float32, copy=True)
+    out[:, 1] = height - 1 - out[:, 1]
+    return out
+
+
+def from_image(vertices: np.ndarray, height: int) -> np.ndarray:
+    """Image frame -> camera frame; the flip is its own inverse."""
+    return to_image(vertices, height)
+
+
+def pose_vertices(vertices: np.ndarray, pose_para: np.ndarray, image_height: int) -> np.ndarray:
+    """Model-frame vertices + Pose_Para -> image-frame vertices (n, 3) float32, y down."""
+    s, r, t = parse_pose_para(pose_para)
+    return to_image(similarity_transform(vertices, s, r, t), image_height)
+
+
+def orthographic_project(vertices: np.ndarray) -> np.ndarray:
+    """(n, 3) -> (n, 2): the orthographic camera keeps x, y."""
+    return np.asarray(vertices)[:, :2].copy()
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity dst ≈ s·R·src + t (Umeyama 1991) for (n, d) point sets.
+
+    Returns (s, R (d, d) proper rotation, t (d,)). Reflections are excluded by the sign
+    correction of the smallest singular value, so det(R) = +1 always.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[0] < src.shape[1]:
+        raise InputError(f"umeyama: expected two (n, d) arrays with n >= d, got {src.shape} and {dst.shape}")
+    n, d = src.shape
+    mu_src, mu_dst = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_src, dst - mu_dst
+    cov = xd.T @ xs / n
+    u, sig, vt = np.linalg.svd(cov)
+    fix = np.ones(d)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        fix[-1] = -1.0
+    rot = u @ np.diag(fix) @ vt
+    var_src = (xs**2).sum() / n
+    scale = float((sig * fix).sum() / var_src) if with_scale and var_src > 0 else 1.0
+    t = mu_dst - scale * rot @ mu_src
+    return scale, rot, t
+
+
+def camera_matrix(s: float, rotation: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(3, 4) affine camera P = [s·R | t] so that V' = P·[V; 1]."""
+    p = np.zeros((3, 4))
+    p[:, :3] = s * np.asarray(rotation)
+    p[:, 3] = np.asarray(t).reshape(3)
+    return p

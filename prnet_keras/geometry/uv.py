@@ -1,0 +1,255 @@
+"""The UV layout of a position map: face region, landmark pixels, mesh triangles, loss weights.
+
+A :class:`UVLayout` is everything that turns a (R, R, 3) position map into a mesh and
+landmarks and weights the loss. It is built from a morphable model (UV footprint of its
+triangles) or loaded from an official PRNet ``uv-data`` folder, and it is hashable so
+datasets and models record which layout they were made with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from prnet_keras import RESOLUTION
+from prnet_keras.errors import InputError
+from prnet_keras.geometry.morphable import MorphableModel
+from prnet_keras.geometry.raster import render_uv_map, uv_pixel_coords
+
+# Paper's loss weights, landmark : eyes-nose-mouth : rest of face : outside = 16 : 4 : 3 : 0,
+# stored divided by 16 (the official uv_weight_mask.png holds 255 : 64 : 48 : 0).
+WEIGHT_KPT, WEIGHT_REGION, WEIGHT_FACE = 1.0, 4.0 / 16.0, 3.0 / 16.0
+
+
+def grid_triangles(face_mask: np.ndarray) -> np.ndarray:
+    """Triangulate the face pixels on the pixel grid.
+
+    Each 2x2 quad is split along its top-right / bottom-left diagonal and each half is kept
+    when its 3 corners are face pixels (the official mask gives 86,907 triangles, as
+    PRNet's ``triangles.txt``). Returns (T, 3) int32 indices into the face-pixel list
+    (row-major order = ``face_ind``). Winding is clockwise in image coordinates (y down),
+    counter-clockwise for a y-up viewer, so a frontal face's normals point to +z.
+    """
+    mask = np.asarray(face_mask, bool)
+    index = np.full(mask.shape, -1, np.int64)
+    index[mask] = np.arange(int(mask.sum()))
+    tl, tr, bl, br = mask[:-1, :-1], mask[:-1, 1:], mask[1:, :-1], mask[1:, 1:]
+    out = []
+    r_up, c_up = np.nonzero(tl & bl & tr)
+    out.append(np.stack([index[r_up, c_up], index[r_up + 1, c_up], index[r_up, c_up + 1]], 1))
+    r_lo, c_lo = np.nonzero(tr & bl & br)
+    out.append(np.stack([index[r_lo, c_lo + 1], index[r_lo + 1, c_lo], index[r_lo + 1, c_lo + 1]], 1))
+    return np.concatenate(out, 0).astype(np.int32)
+
+
+@dataclasses.dataclass(eq=False)
+class UVLayout:
+    """UV layout of resolution R.
+
+    face_mask (R, R) bool; uv_kpt_ind (2, 68) int (row 0 = column, row 1 = row);
+    weight_mask (R, R) float32 in [0, 1] with ratios 16:4:3:0; triangles (T, 3) int32
+    indices into ``face_ind`` order; canonical_vertices (N, 3) float32, a frontal face at the
+    face pixels (N = face_mask.sum()), y up, used as the pose reference.
+    """
+
+    resolution: int
+    face_mask: np.ndarray
+    uv_kpt_ind: np.ndarray
+    weight_mask: np.ndarray
+    triangles: np.ndarray
+    canonical_vertices: np.ndarray
+    source: str = "custom"
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        self.face_mask = np.asarray(self.face_mask, bool)
+        self.uv_kpt_ind = np.asarray(self.uv_kpt_ind).astype(np.int64).reshape(2, -1)
+        self.weight_mask = np.asarray(self.weight_mask, np.float32)
+        self.triangles = np.asarray(self.triangles, np.int32).reshape(-1, 3)
+        self.canonical_vertices = np.asarray(self.canonical_vertices, np.float32)
+        if self.face_mask.shape != (r, r) or self.weight_mask.shape != (r, r):
+            raise InputError(f"UV layout: face_mask {self.face_mask.shape} and weight_mask {self.weight_mask.shape} must be ({r}, {r})")
+        if self.uv_kpt_ind.shape != (2, 68) or self.uv_kpt_ind.min() < 0 or self.uv_kpt_ind.max() >= r:
+            raise InputError(f"UV layout: uv_kpt_ind must be (2, 68) pixel indices in [0, {r}), got {self.uv_kpt_ind.shape}")
+        n = int(self.face_mask.sum())
+        if self.canonical_vertices.shape != (n, 3):
+            raise InputError(f"UV layout: canonical_vertices must be ({n}, 3), got {self.canonical_vertices.shape}")
+        if self.triangles.size and self.triangles.max() >= n:
+            raise InputError("UV layout: triangles index beyond the face pixels")
+
+    @property
+    def face_ind(self) -> np.ndarray:
+        """(N,) flat indices row*R + col of the face pixels, row-major (official face_ind.txt)."""
+        return np.flatnonzero(self.face_mask.reshape(-1))
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.face_mask.sum())
+
+    @property
+    def kpt_flat(self) -> np.ndarray:
+        """(68,) flat indices row*R + col of the landmark pixels."""
+        return self.uv_kpt_ind[1] * self.resolution + self.uv_kpt_ind[0]
+
+    def vertices_from_map(self, position_map: np.ndarray) -> np.ndarray:
+        """(..., R, R, 3) position map(s) -> (..., N, 3) face vertices."""
+        pm = np.asarray(position_map)
+        return pm.reshape(pm.shape[:-3] + (-1, pm.shape[-1]))[..., self.face_ind, :]
+
+    def keypoints_from_map(self, position_map: np.ndarray) -> np.ndarray:
+        """(..., R, R, 3) position map(s) -> (..., 68, 3) landmarks."""
+        pm = np.asarray(position_map)
+        return pm[..., self.uv_kpt_ind[1], self.uv_kpt_ind[0], :]
+
+    # ---- identity / serialisation ------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "resolution": np.array(self.resolution),
+            "face_mask": self.face_mask,
+            "uv_kpt_ind": self.uv_kpt_ind,
+            "weight_mask": self.weight_mask,
+            "triangles": self.triangles,
+            "canonical_vertices": self.canonical_vertices,
+        }
+
+    def hash(self) -> str:
+        """Short stable content hash (16 hex digits) of the layout's arrays."""
+        h = hashlib.sha256()
+        for key, a in self.arrays().items():
+            h.update(key.encode())
+            a = np.ascontiguousarray(a)
+            h.update(str(a.dtype).encode() + str(a.shape).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
+    def __hash__(self) -> int:
+        return int(self.hash(), 16)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UVLayout) and self.hash() == other.hash()
+
+    def to_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, source=np.array(self.source), **self.arrays())
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "UVLayout":
+        with np.load(io.BytesIO(data)) as z:
+            return cls(
+                resolution=int(z["resolution"]), face_mask=z["face_mask"], uv_kpt_ind=z["uv_kpt_ind"],
+                weight_mask=z["weight_mask"], triangles=z["triangles"],
+                canonical_vertices=z["canonical_vertices"], source=str(z["source"]),
+            )
+
+    def save(self, path: str | Path) -> None:
+        from prnet_keras.utils import atomic_write_bytes
+
+        atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "UVLayout":
+        try:
+            return cls.from_bytes(Path(path).read_bytes())
+        except FileNotFoundError:
+            raise InputError(f"{path}: UV layout file not found") from None
+        except (KeyError, ValueError, OSError) as exc:
+            raise InputError(f"{path}: not a UV layout file ({exc})") from None
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_model(
+        cls, model: MorphableModel, resolution: int = RESOLUTION, face_mask: np.ndarray | str | Path | None = None
+    ) -> "UVLayout":
+        """Derive a layout from a morphable model's UV coordinates.
+
+        face mask = pixels covered by the face triangles in UV space (or a given mask
+        array / PNG); uv_kpt_ind = rounded UV pixel of each kpt_ind vertex; weight mask =
+        16 at the landmark pixels, 4 on the nose/eye/mouth regions, 3 on the rest of the
+        face, 0 outside; canonical vertices = the model's mean face at the face pixels.
+        """
+        uv_px = uv_pixel_coords(model.uv_coords, resolution)
+        tri = model.triangles
+        ones = np.ones((model.n_vertices, 1), np.float32)
+        footprint = render_uv_map(uv_px, tri, ones, resolution)[..., 0] > 0
+        if face_mask is None:
+            mask = footprint
+        else:
+            mask = _load_mask(face_mask, resolution)
+        kpt = np.rint(uv_px[model.kpt_ind]).astype(np.int64).T
+        kpt = np.clip(kpt, 0, resolution - 1)
+        labels = model.region_labels().astype(np.float32)[:, None]
+        region_map = render_uv_map(uv_px, tri, labels, resolution)[..., 0]
+        weight = np.where(mask, WEIGHT_FACE, 0.0).astype(np.float32)
+        # Interpolated labels are fractional on region borders: any share of a region counts.
+        weight[mask & (region_map > 0.5)] = WEIGHT_REGION
+        weight[kpt[1], kpt[0]] = WEIGHT_KPT
+        mean = model.vertices()
+        mean = mean - mean.mean(0, keepdims=True)
+        canon_map = render_uv_map(uv_px, tri, mean, resolution)
+        canonical = canon_map.reshape(-1, 3)[np.flatnonzero(mask.reshape(-1))]
+        return cls(resolution, mask, kpt, weight, grid_triangles(mask), canonical, source=f"model:{model.name}")
+
+    @classmethod
+    def from_prnet_folder(cls, folder: str | Path) -> "UVLayout":
+        """Load an official PRNet ``Data/uv-data`` folder (256²).
+
+        Uses uv_kpt_ind.txt, face_ind.txt, uv_weight_mask.png and canonical_vertices.npy;
+        triangles.txt when present, else the grid triangulation of the face pixels.
+        """
+        from PIL import Image
+
+        folder = Path(folder)
+        need = ["uv_kpt_ind.txt", "face_ind.txt", "uv_weight_mask.png", "canonical_vertices.npy"]
+        missing = [f for f in need if not (folder / f).exists()]
+        if missing:
+            raise InputError(f"{folder}: not a PRNet uv-data folder, missing {', '.join(missing)}")
+        res = RESOLUTION
+        kpt = np.loadtxt(folder / "uv_kpt_ind.txt").astype(np.int64)
+        face_ind = np.loadtxt(folder / "face_ind.txt").astype(np.int64)
+        mask = np.zeros(res * res, bool)
+        if face_ind.min() < 0 or face_ind.max() >= res * res:
+            raise InputError(f"{folder / 'face_ind.txt'}: indices must lie in [0, {res * res})")
+        mask[face_ind] = True
+        mask = mask.reshape(res, res)
+        weight = np.asarray(Image.open(folder / "uv_weight_mask.png").convert("L"), np.float32) / 255.0
+        canonical = np.load(folder / "canonical_vertices.npy").astype(np.float32)
+        # canonical_vertices.npy follows face_ind.txt's order; ours is row-major.
+        canonical = canonical[np.argsort(np.argsort(face_ind))] if not np.all(np.diff(face_ind) > 0) else canonical
+        tri_path = folder / "triangles.txt"
+        if tri_path.exists():
+            tri = np.loadtxt(tri_path).astype(np.int32)
+        else:
+            tri = grid_triangles(mask)
+        return cls(res, mask, kpt, weight, tri, canonical, source="prnet-official")
+
+
+def _load_mask(mask: np.ndarray | str | Path, resolution: int) -> np.ndarray:
+    if isinstance(mask, (str, Path)):
+        from PIL import Image
+
+        try:
+            arr = np.asarray(Image.open(mask).convert("L"))
+        except (OSError, FileNotFoundError) as exc:
+            raise InputError(f"{mask}: cannot read face mask image ({exc})") from None
+    else:
+        arr = np.asarray(mask)
+    if arr.shape != (resolution, resolution):
+        raise InputError(f"face mask: expected ({resolution}, {resolution}), got {arr.shape}")
+    return arr > 0
+
+
+def load_uv_layout(spec: str | Path | None, model: MorphableModel | None = None, resolution: int = RESOLUTION) -> UVLayout:
+    """Resolve a ``--uv-data`` value: an official uv-data folder, a saved ``.npz`` layout, or None (derive from model)."""
+    if spec:
+        p = Path(spec)
+        if p.is_dir():
+            return UVLayout.from_prnet_folder(p)
+        return UVLayout.load(p)
+    if model is None:
+        raise InputError("a UV layout needs either --uv-data or a morphable model")
+    return UVLayout.from_model(model, resolution)
