@@ -220,6 +220,9 @@ class UVLayout:
         canonical = np.load(folder / "canonical_vertices.npy").astype(np.float32)
         # canonical_vertices.npy follows face_ind.txt's order; ours is row-major.
         canonical = canonical[np.argsort(np.argsort(face_ind))] if not np.all(np.diff(face_ind) > 0) else canonical
+        # The official file is in image orientation (y down: chin below brows); the layout's
+        # pose reference is y up, else Umeyama (no reflections) fits a wrong rotation.
+        canonical = canonical * np.array([1.0, -1.0, 1.0], np.float32)
         tri_path = folder / "triangles.txt"
         if tri_path.exists():
             tri = np.loadtxt(tri_path).astype(np.int32)
