@@ -1,0 +1,190 @@
+"""The FastAPI application: PRNet-keras-compatible routes, native /v1 routes, the /ui page.
+
+``create_app(predictor, settings)`` wires an :class:`Engine` around the predictor and adds
+the hardening every route shares: a request-size cap (checked on Content-Length and while
+streaming), an optional API key (``X-API-Key`` or ``Authorization: Bearer``) on everything
+but /healthz and the static page, CORS only when origins are configured, a bounded
+inference pool (503 when saturated, 504 on time-out) and one JSON error shape:
+``{"error": {"code", "field", "message"}}``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prnet_keras.server.codec import ApiError
+from prnet_keras.server.engine import Engine
+from prnet_keras.server.pool import InferencePool, PoolSaturated, PoolTimeout
+from prnet_keras.server.settings import ServerSettings
+from prnet_keras.utils import to_jsonable
+
+log = logging.getLogger("prnet_keras.server")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Reachable without the API key: health for load balancers; the page and the schema hold no
+# data (every call the page makes carries the key the user types in).
+PUBLIC_PATHS = ("/healthz", "/ui", "/ui/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+PUBLIC_PREFIXES = ("/ui/static/",)
+
+
+class JSONSafeResponse(JSONResponse):
+    """JSON response of plain Python types (numpy converted, NaN/inf -> null), compact."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(to_jsonable(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict | None = None) -> JSONSafeResponse:
+    return JSONSafeResponse({"error": {"code": code, "field": field, "message": message}}, status_code=status, headers=headers)
+
+
+def _field_from_loc(loc: tuple) -> str | None:
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or None
+
+
+class LimitsMiddleware:
+    """Pure ASGI: 413 on a declared or streamed body larger than the limit; 401 without the key."""
+
+    def __init__(self, app: Callable, settings: ServerSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        path = scope.get("path", "")
+        if self.settings.api_key and not _is_public(path) and scope.get("method") != "OPTIONS":
+            if not _key_ok(headers, self.settings.api_key):
+                await error_response(401, "unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+                                     "X-API-Key", {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+                return
+        limit = self.settings.max_request_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await error_response(400, "bad_request", "Content-Length is not a number", "Content-Length")(scope, receive, send)
+                return
+            if int(declared) > limit:
+                await error_response(413, "too_large", f"request body of {declared} bytes exceeds the limit {limit}",
+                                     "body")(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:  # chunked uploads without Content-Length
+                    raise ApiError(413, "too_large", f"request body exceeds the limit {limit} bytes", "body")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def _key_ok(headers: dict[str, str], key: str) -> bool:
+    given = headers.get("x-api-key")
+    auth = headers.get("authorization", "")
+    if given is None and auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), key.encode("utf-8"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_req: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        first = errs[0] if errs else {"loc": (), "msg": "invalid request"}
+        field = _field_from_loc(tuple(first.get("loc", ())))
+        code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_field"
+        msg = f"{field or 'body'}: {first.get('msg', 'invalid value')}"
+        if len(errs) > 1:
+            msg += f" (and {len(errs) - 1} more problem(s))"
+        return error_response(422, code, msg, field or "body")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_req: Request, exc: Exception) -> Response:
+        log.exception("unhandled server error")
+        return error_response(500, "internal_error", f"internal error ({exc.__class__.__name__}); see the server log")
+
+
+async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a synchronous job on the app's bounded pool; 503 when saturated, 504 on time-out."""
+    pool: InferencePool = request.app.state.pool
+    try:
+        return await pool.run(fn, *args)
+    except PoolSaturated:
+        raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
+                       None, {"Retry-After": "1"}) from None
+    except PoolTimeout:
+        raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s") from None
+
+
+def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout: Any = None,
+               morphable: Any = "synthetic", icp_backend: str = "scipy", engine: Engine | None = None) -> FastAPI:
+    """The server application around ``predictor`` (see :class:`Engine` for the other options)."""
+    from prnet_keras import __version__
+    from prnet_keras.server import compat, native
+
+    settings = settings or ServerSettings.from_config()
+    engine = engine or Engine(predictor, layout=layout, morphable=morphable, detector=settings.detector,
+                              icp_backend=icp_backend)
+    app = FastAPI(
+        title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse,
+        description="PRNet 3D face reconstruction: PRNet-keras-compatible API (/predict, /extract, /evaluate), "
+                    "native API (/v1/...), and a page for people at /ui.",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.pool = InferencePool(settings.workers, settings.queue_size, settings.timeout_s)
+    _install_error_handlers(app)
+    app.include_router(compat.router)
+    app.include_router(native.router)
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui_page() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+
+    @app.on_event("shutdown")
+    async def _stop_pool() -> None:
+        app.state.pool.shutdown()
+
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+    app.add_middleware(LimitsMiddleware, settings=settings)
+    return app
+

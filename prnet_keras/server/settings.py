@@ -1,0 +1,86 @@
+"""Server settings: limits, pool sizes, auth and CORS, from ``configure/defaults.json`` "server".
+
+Every limit the server enforces lives here so tests and the CLI can tighten or loosen
+them without touching the routes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from prnet_keras.config import load_config
+from prnet_keras.errors import InputError
+
+DEFAULT_API_KEY_ENV = "PRNET_API_KEY"
+
+
+@dataclasses.dataclass
+class ServerSettings:
+    """Limits and switches of one server instance.
+
+    max_request_bytes: whole request body (bytes). max_image_pixels: width·height of one
+    decoded image. max_faces_per_image / max_images_per_request: counts. workers: threads
+    running inference; queue_size: requests allowed to wait for a worker (beyond that:
+    503). timeout_s: seconds one request may take before it is answered 504.
+    api_key: required key (None = no auth). cors_origins: allowed origins (empty = CORS off).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 20000
+    max_request_bytes: int = 20_000_000
+    max_image_pixels: int = 25_000_000
+    max_faces_per_image: int = 16
+    max_images_per_request: int = 8
+    workers: int = 2
+    queue_size: int = 8
+    timeout_s: float = 60.0
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    detector: str | None = None
+    model_name: str = "unknown"
+    model_path: str | None = None
+    extra_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_request_bytes", "max_image_pixels", "max_faces_per_image", "max_images_per_request", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"server setting {name}: expected a positive integer, got {value!r}")
+        if not isinstance(self.queue_size, int) or self.queue_size < 0:
+            raise InputError(f"server setting queue_size: expected an integer >= 0, got {self.queue_size!r}")
+        if not (isinstance(self.timeout_s, (int, float)) and self.timeout_s > 0):
+            raise InputError(f"server setting timeout_s: expected a positive number, got {self.timeout_s!r}")
+        if self.api_key == "":
+            self.api_key = None
+        self.cors_origins = tuple(self.cors_origins)
+
+    @classmethod
+    def from_config(
+        cls, config: dict | None = None, api_key_env: str | None = DEFAULT_API_KEY_ENV, **overrides: Any
+    ) -> "ServerSettings":
+        """Settings from the "server" config section, the API key from ``$api_key_env``, then overrides."""
+        cfg = (config if config is not None else load_config()).get("server", {})
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(cfg) - fields
+        if unknown:
+            raise InputError(f"configuration section server: unknown keys {sorted(unknown)}")
+        values: dict[str, Any] = dict(cfg)
+        if api_key_env:
+            values["api_key"] = os.environ.get(api_key_env) or None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def public_limits(self) -> dict[str, Any]:
+        """The limits a client may rely on (reported by GET /v1/info)."""
+        return {
+            "max_request_bytes": self.max_request_bytes,
+            "max_image_pixels": self.max_image_pixels,
+            "max_faces_per_image": self.max_faces_per_image,
+            "max_images_per_request": self.max_images_per_request,
+            "workers": self.workers,
+            "queue_size": self.queue_size,
+            "timeout_s": self.timeout_s,
+            "auth": self.api_key is not None,
+        }
