@@ -1,0 +1,398 @@
+"""Build position-map HDF5 files from 300W-LP / AFLW2000-3D: parallel, resumable, shardable.
+
+Work is cut into fixed chunks of the (sorted, limited, sharded) sample list. Each chunk is
+built by a worker into ``OUT.partial/part-KKKKKK.h5`` and renamed into place only when
+complete, so the set of part files *is* the commit counter: a crash or ``kill -9`` loses at
+most the chunks in flight, and ``resume`` rebuilds exactly those. Per-sample randomness
+comes from (seed, sample name), so the result does not depend on worker count, order of
+completion or resume point. At the end the parts are concatenated (compressed chunks copied
+as bytes) into ``OUT`` atomically, and ``OUT`` minus ``.hdf5`` + ``.skipped.csv`` lists
+every sample left out and why.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prnet_keras import LABEL_SCALE
+from prnet_keras.config import section
+from prnet_keras.data.gt import GroundTruthMaker, sample_rng, warp_crop
+from prnet_keras.data.hdf5 import open_checked, read_attrs
+from prnet_keras.data.sources import SampleRef, decode_image, list_samples, load_mat_bytes, read_sample_bytes
+from prnet_keras.data.writer import append_rows, concat_files, create_file, encode_chunk, encode_jpeg
+from prnet_keras.errors import InputError
+from prnet_keras.geometry import MorphableModel, UVLayout, load_morphable_model, load_uv_layout
+from prnet_keras.utils import atomic_path, atomic_write_text
+
+STAGES = ("decode", "model", "render", "encode", "write")
+SETTINGS_FILE = "settings.json"
+
+
+@dataclasses.dataclass
+class BuildSummary:
+    """What a build (or merge) did. ``exit_code``: 0 clean, 3 when samples were skipped."""
+
+    out: Path
+    written: int
+    skipped: int
+    seconds: float
+    skipped_csv: Path | None = None
+    stage_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    resumed_chunks: int = 0
+
+    @property
+    def samples_per_s(self) -> float:
+        return (self.written + self.skipped) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.skipped else 0
+
+    def describe(self) -> str:
+        return (f"wrote {self.written} samples to {self.out}, skipped {self.skipped}"
+                + (f" (see {self.skipped_csv})" if self.skipped else "")
+                + f", {self.seconds:.1f} s, {self.samples_per_s:.1f} samples/s")
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"I/N"`` (0 <= I < N) or (I, N) -> (I, N); None stays None."""
+    if shard is None or shard == "":
+        return None
+    try:
+        i, n = (int(v) for v in (shard.split("/") if isinstance(shard, str) else shard))
+    except (ValueError, TypeError):
+        raise InputError(f"--shard {shard}: expected I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--shard {shard}: expected 0 <= I < N")
+    return i, n
+
+
+def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
+    """Contiguous block of shard I of N, so shards concatenated in order equal the whole."""
+    if shard is None:
+        return slice(0, n_items)
+    i, n = shard
+    return slice(i * n_items // n, (i + 1) * n_items // n)
+
+
+# ---- the per-chunk work (runs in workers) --------------------------------------------------
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(model: MorphableModel, layout: UVLayout, settings: dict, attrs: dict) -> None:
+    _STATE.update(maker=GroundTruthMaker(model, layout, settings["crop_config"]), layout=layout,
+                  settings=settings, attrs=attrs)
+
+
+def _encode_row(ref: SampleRef, gt: dict, settings: dict, image_bytes: bytes, fit) -> dict[str, Any]:
+    row = {
+        "name": ref.name, "source_path": ref.relpath or ref.image_path, "transform": gt["transform"],
+        "pose_para": fit.pose_para, "yaw": np.float32(np.degrees(fit.pose_para[1])), "kpt68": gt["kpt68"],
+        "image_size": np.asarray(gt["image_size"], np.int32),
+    }
+    if settings["store"] == "raw":
+        row.update(image=np.frombuffer(image_bytes, np.uint8), shape_para=fit.shape_para, exp_para=fit.exp_para)
+    else:
+        crop = gt["crop"]
+        row["crop"] = encode_jpeg(crop, settings["jpeg_quality"]) if settings["crop_format"] == "jpeg" else encode_chunk(crop)
+        row["position_map"] = encode_chunk(gt["position_map"].astype(np.float16))
+    return row
+
+
+def _build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list, dict[str, float]]:
+    """Build one part file; returns (chunk index, rows written, skipped entries, stage seconds)."""
+    k, refs, part_path = task
+    maker: GroundTruthMaker = _STATE["maker"]
+    settings = _STATE["settings"]
+    times = dict.fromkeys(STAGES, 0.0)
+    skipped: list[tuple[str, str, str]] = []
+    loaded = []
+    clock = time.perf_counter()
+    for ref in refs:
+        try:
+            img_bytes, mat_bytes = read_sample_bytes(ref)
+            image = decode_image(img_bytes, ref.name)
+            fit = maker.parse(load_mat_bytes(mat_bytes, ref.name), ref.name)
+            loaded.append((ref, img_bytes, image, fit))
+        except Exception as exc:  # a bad sample never aborts a build
+            skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
+    now = time.perf_counter(); times["decode"] += now - clock; clock = now
+    rows = []
+    for start in range(0, len(loaded), 16):  # one GEMM per group of samples
+        group = loaded[start:start + 16]
+        try:
+            verts = maker.model_vertices([g[3] for g in group])
+        except Exception:
+            verts = [None] * len(group)  # fall back to per-sample errors below
+        now = time.perf_counter(); times["model"] += now - clock; clock = now
+        for (ref, img_bytes, image, fit), v in zip(group, verts):
+            try:
+                rows.append(_one_sample(maker, settings, ref, img_bytes, image, fit, v, times))
+            except Exception as exc:
+                skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
+            clock = time.perf_counter()
+    with atomic_path(part_path) as tmp:
+        with create_file(tmp, _STATE["attrs"], _STATE["layout"]) as f:
+            append_rows(f, rows, skipped)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+    times["write"] += time.perf_counter() - clock
+    return k, len(rows), skipped, times
+
+
+def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if vertices is None:
+        vertices = maker.model_vertices([fit])[0]
+    v_img = maker.image_vertices(vertices, fit, image.shape[0])
+    rng = sample_rng(settings["seed"], ref.name) if settings["buildmode"] == "train" else None
+    transform = maker.crop_of(v_img, rng)
+    kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else v_img[maker.model.kpt_ind]
+    gt = {"transform": transform, "kpt68": np.asarray(kpt68, np.float32), "image_size": image.shape[:2]}
+    t1 = time.perf_counter()
+    if settings["store"] == "crops":
+        gt["position_map"] = maker.position_map(v_img, transform)
+        gt["crop"] = warp_crop(image, transform, maker.resolution)
+    t2 = time.perf_counter()
+    row = _encode_row(ref, gt, settings, img_bytes, fit)
+    t3 = time.perf_counter()
+    times["model"] += t1 - t0; times["render"] += t2 - t1; times["encode"] += t3 - t2
+    return row
+
+
+def _reason(exc: Exception) -> str:
+    msg = str(exc).replace("\n", " ").strip()
+    return msg if isinstance(exc, InputError) else f"{type(exc).__name__}: {msg}"
+
+
+# ---- orchestration -------------------------------------------------------------------------
+def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality, shard, limit,
+              n_refs, commit_every) -> dict[str, Any]:
+    """Everything that decides the file's content (resume refuses to mix different ones)."""
+    if buildmode not in ("train", "val"):
+        raise InputError(f"--buildmode {buildmode}: expected train or val")
+    if store not in ("crops", "raw"):
+        raise InputError(f"--store {store}: expected crops or raw")
+    if crop_format not in ("jpeg", "raw"):
+        raise InputError(f"--crop-format {crop_format}: expected jpeg or raw")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise InputError(f"--jpeg-quality {jpeg_quality}: expected 1..100")
+    if limit is not None and int(limit) < 1:
+        raise InputError(f"--limit {limit}: expected a positive number of samples")
+    return {
+        "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
+        "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
+        "crop_format": crop_format if store == "crops" else "", "seed": int(seed), "jpeg_quality": int(jpeg_quality),
+        "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
+        "commit_every": int(commit_every), "crop_config": section("crop"),
+    }
+
+
+def _file_attrs(settings: dict, model: MorphableModel, layout: UVLayout, model_seed: int) -> dict[str, Any]:
+    spec = settings["bfm"]
+    if not spec.startswith("synthetic"):
+        spec = str(Path(spec).resolve())
+    args = {k: settings[k] for k in ("source", "layout", "bfm", "uv_data", "buildmode", "store", "crop_format",
+                                     "seed", "jpeg_quality", "limit")}
+    return {
+        "store": settings["store"], "crop_format": settings["crop_format"], "buildmode": settings["buildmode"],
+        "source_layout": settings["layout"], "seed": settings["seed"], "shard": settings["shard"],
+        "model_name": model.name, "model_spec": spec, "model_seed": model_seed,
+        "n_shape": model.n_shape, "n_exp": model.n_exp, "triangles": "face+mouth",
+        "layout_source": layout.source, "label_scale": LABEL_SCALE, "resolution": layout.resolution,
+        "crop_config": settings["crop_config"], "args": args,
+    }
+
+
+def _prepare_partial(partial: Path, settings: dict, resume: bool, overwrite: bool) -> None:
+    if partial.exists():
+        if resume:
+            try:
+                old = json.loads((partial / SETTINGS_FILE).read_text())
+            except (OSError, json.JSONDecodeError):
+                old = None
+            if old != json.loads(json.dumps(settings)):
+                diff = sorted(k for k in settings if not old or old.get(k) != json.loads(json.dumps(settings[k])))
+                raise InputError(f"{partial}: started with different settings ({', '.join(diff) or 'unreadable'}); "
+                                 "use --overwrite to start again")
+            return
+        if not overwrite:
+            raise InputError(f"{partial}: an unfinished build exists; pass --resume to continue or --overwrite to restart")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    atomic_write_text(partial / SETTINGS_FILE, json.dumps(settings, indent=2))
+
+
+def skipped_csv_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".skipped.csv")
+
+
+def write_skipped_csv(path: Path, entries: list[tuple[str, str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "source_path", "reason"])
+    w.writerows(entries)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="sample", dynamic_ncols=True, smoothing=0.1)
+
+
+def build_hdf5(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    layout: str = "auto",
+    bfm: str | os.PathLike = "synthetic",
+    uv_data: str | os.PathLike | None = None,
+    buildmode: str = "train",
+    store: str = "crops",
+    workers: int = 1,
+    shard: str | tuple[int, int] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    jpeg_quality: int = 95,
+    resume: bool = False,
+    overwrite: bool = False,
+    crop_format: str = "jpeg",
+    commit_every: int | None = None,
+    progress: bool = False,
+    model: MorphableModel | None = None,
+) -> BuildSummary:
+    """Build ``out`` (a position-map HDF5 file) from a 300W-LP / AFLW2000-3D folder or zip.
+
+    Training builds (``buildmode="train"``) perturb each crop with a generator seeded by
+    (seed, sample name); validation builds use the exact keypoint box. ``model`` overrides
+    ``bfm`` with an already loaded model (``bfm`` is then only recorded).
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    shard_t = parse_shard(shard)
+    if int(workers) < 1:
+        raise InputError(f"--workers {workers}: expected >= 1")
+    refs = list_samples(source, layout)
+    resolved = layout if layout != "auto" else _layout_of(source)
+    refs = refs[: int(limit)] if limit else refs
+    refs = refs[shard_slice(len(refs), shard_t)]
+    commit_every = int(commit_every or section("data").get("commit_every", 64))
+    settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
+                         shard_t, limit, len(refs), commit_every)
+    model = model if model is not None else load_morphable_model(bfm)
+    uv_layout = load_uv_layout(uv_data, model)
+    attrs = _file_attrs(settings, model, uv_layout, 0)
+    partial = out.with_name(out.name + ".partial")
+    _prepare_partial(partial, settings, resume, overwrite)
+
+    chunks = [refs[i:i + commit_every] for i in range(0, len(refs), commit_every)]
+    parts = [partial / f"part-{k:06d}.h5" for k in range(len(chunks))]
+    todo = [(k, chunks[k], str(parts[k])) for k in range(len(chunks)) if not parts[k].exists()]
+    done_before = sum(len(chunks[k]) for k in range(len(chunks)) if parts[k].exists())
+    stage = dict.fromkeys(STAGES, 0.0)
+    bar = _progress(len(refs), done_before, progress)
+    try:
+        for k, _, _, times in _run_chunks(todo, int(workers), (model, uv_layout, settings, attrs)):
+            for key, v in times.items():
+                stage[key] += v
+            if bar is not None:
+                bar.update(len(chunks[k]))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    t_assemble = time.perf_counter()
+    with atomic_path(out) as tmp:
+        with create_file(tmp, attrs, uv_layout) as f:
+            concat_files(parts, f)
+            written = len(f["name"])
+            skipped = list(zip(*(f["skipped"][k].asstr()[:] for k in ("name", "source_path", "reason"))))
+            f.attrs["n_samples"] = written
+    stage["write"] += time.perf_counter() - t_assemble
+    csv_path = skipped_csv_path(out)
+    write_skipped_csv(csv_path, skipped)
+    shutil.rmtree(partial, ignore_errors=True)
+    return BuildSummary(out, written, len(skipped), time.perf_counter() - t_start, csv_path, stage,
+                        resumed_chunks=len(chunks) - len(todo))
+
+
+def _layout_of(source) -> str:
+    from prnet_keras.data.sources import detect_layout
+
+    return detect_layout(source)
+
+
+def _run_chunks(todo: list, workers: int, init_args: tuple):
+    """Yield chunk results as they finish, in this process or in a pool of ``workers``."""
+    if workers == 1 or len(todo) <= 1:
+        _init_worker(*init_args)
+        for task in todo:
+            yield _build_chunk(task)
+        return
+    # fork shares the loaded model with the workers without pickling it
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=init_args) as pool:
+        try:
+            yield from pool.imap_unordered(_build_chunk, todo)
+        except BaseException:
+            pool.terminate()
+            raise
+
+
+def merge_hdf5(inputs: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> BuildSummary:
+    """Join shard files (``--shard I/N`` builds) into one, in shard order.
+
+    All N shards of one build must be given; the result equals a single build with the
+    same settings. Files without shard attributes are concatenated in the given order.
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    if not inputs:
+        raise InputError("merge: no input files given")
+    metas = []
+    for p in inputs:
+        with open_checked(p) as f:
+            metas.append((Path(p), read_attrs(f), f["uv_layout"][()].tobytes()))
+    first = metas[0][1]
+    for p, a, _ in metas[1:]:
+        for key in ("store", "crop_format", "layout_hash", "buildmode", "seed", "model_spec", "n_shape", "n_exp"):
+            if a.get(key) != first.get(key):
+                raise InputError(f"{p}: {key} {a.get(key)!r} differs from {metas[0][0]} ({first.get(key)!r})")
+    shards = [a.get("shard", "") for _, a, _ in metas]
+    if all(shards):
+        parsed = [parse_shard(s) for s in shards]
+        n = parsed[0][1]
+        if sorted(i for i, _ in parsed) != list(range(n)) or any(m != n for _, m in parsed):
+            raise InputError(f"merge: expected shards 0..{n - 1} of {n} exactly once, got {', '.join(shards)}")
+        metas = [m for _, m in sorted(zip(parsed, metas), key=lambda t: t[0][0])]
+    attrs = {k: v for k, v in first.items() if k not in ("format", "format_version", "layout_hash", "n_samples")}
+    attrs["shard"] = ""
+    layout = UVLayout.from_bytes(metas[0][2])
+    with atomic_path(out) as tmp:
+        with create_file(tmp, attrs, layout) as f:
+            concat_files([m[0] for m in metas], f)
+            written = len(f["name"])
+            skipped = list(zip(*(f["skipped"][k].asstr()[:] for k in ("name", "source_path", "reason"))))
+            f.attrs["n_samples"] = written
+    csv_path = skipped_csv_path(out)
+    write_skipped_csv(csv_path, skipped)
+    return BuildSummary(out, written, len(skipped), time.perf_counter() - t0, csv_path)
+

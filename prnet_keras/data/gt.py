@@ -1,0 +1,140 @@
+"""Ground-truth position maps from a morphable-model fit (DESIGN §3).
+
+parameters -> model vertices -> 3DDFA pose -> y flip -> keypoint box × 1.5 (seeded
+perturbation for training sets) -> similarity onto 256² -> UV position map, plus the crop.
+
+The position map is rendered with the face *and* mouth triangles (``model.all_triangles``),
+as PRNet's generator does (face3d ``full_triangles``): the official face mask includes 129
+pixels of the inner-lip gap that only the mouth triangles cover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import cv2
+import numpy as np
+
+from prnet_keras import RESOLUTION
+from prnet_keras.config import section
+from prnet_keras.data.sources import Fit, parse_fit
+from prnet_keras.errors import InputError
+from prnet_keras.geometry import (
+    MorphableModel, UVLayout, crop_transform, pose_vertices, render_uv_map, training_crop, uv_pixel_coords,
+    vertices_to_crop,
+)
+
+
+def sample_rng(seed: int, name: str) -> np.random.Generator:
+    """Per-sample generator from (seed, sample name): the same crop whatever the order,
+    sharding, worker count or resume point."""
+    digest = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, digest])
+
+
+def warp_crop(image: np.ndarray, transform: np.ndarray, resolution: int = RESOLUTION) -> np.ndarray:
+    """Bilinear warp of an (H, W, 3) uint8 image through the 3x3 crop transform; border 0."""
+    return cv2.warpAffine(
+        image, np.asarray(transform, np.float64)[:2], (resolution, resolution),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+
+
+class GroundTruthMaker:
+    """Renders GT for one morphable model + UV layout; holds what is reused between samples.
+
+    ``crop_cfg`` is the ``crop`` configuration section (train_scale, center_jitter, size_jitter).
+    """
+
+    def __init__(self, model: MorphableModel, layout: UVLayout, crop_cfg: dict | None = None):
+        cfg = section("crop") if crop_cfg is None else crop_cfg
+        self.model = model
+        self.layout = layout
+        self.resolution = int(layout.resolution)
+        self.scale = float(cfg.get("train_scale", 1.5))
+        self.center_jitter = float(cfg.get("center_jitter", 0.1))
+        self.size_jitter = tuple(float(v) for v in cfg.get("size_jitter", (0.9, 1.1)))
+        self.uv_px = uv_pixel_coords(model.uv_coords, self.resolution)
+        self.triangles = np.ascontiguousarray(model.all_triangles, np.int32)
+
+    def parse(self, mat: dict | Fit, name: str = "sample") -> Fit:
+        if isinstance(mat, Fit):
+            return mat
+        return parse_fit(mat, name, self.model.n_shape, self.model.n_exp)
+
+    def model_vertices(self, fits: list[Fit]) -> np.ndarray:
+        """(B, n, 3) float32 model-frame vertices of several fits in one GEMM."""
+        for f in fits:
+            if f.shape_para.size != self.model.n_shape or f.exp_para.size != self.model.n_exp:
+                raise InputError(
+                    f"Shape_Para/Exp_Para: expected {self.model.n_shape}/{self.model.n_exp} coefficients "
+                    f"for model {self.model.name!r}, got {f.shape_para.size}/{f.exp_para.size}"
+                )
+        return self.model.vertices_batch(np.stack([f.shape_para for f in fits]), np.stack([f.exp_para for f in fits]))
+
+    def image_vertices(self, vertices: np.ndarray, fit: Fit, image_height: int) -> np.ndarray:
+        """Model-frame (n, 3) -> image frame (x, y pixels, y down, z larger = nearer)."""
+        v = pose_vertices(vertices, fit.pose_para, image_height)
+        if not np.all(np.isfinite(v)):
+            raise InputError("Pose_Para: posed vertices are not finite")
+        return v
+
+    def crop_of(self, image_vertices: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """3x3 image -> crop transform from the model keypoints (perturbed when ``rng``)."""
+        kpts = image_vertices[self.model.kpt_ind, :2]
+        centre, size = training_crop(kpts, rng, self.scale, self.center_jitter, self.size_jitter)
+        if not size > 1e-6:
+            raise InputError(f"keypoint box is degenerate (size {size:.3g} px)")
+        return crop_transform(centre, size, self.resolution)
+
+    def position_map(self, image_vertices: np.ndarray, transform: np.ndarray) -> np.ndarray:
+        """(R, R, 3) float32 UV position map in crop pixels (0 outside the UV footprint)."""
+        crop_v = vertices_to_crop(image_vertices, transform)
+        return render_uv_map(self.uv_px, self.triangles, crop_v, self.resolution)
+
+    def make(
+        self,
+        image: np.ndarray,
+        fit: Fit,
+        vertices: np.ndarray | None = None,
+        rng: np.random.Generator | None = None,
+        transform: np.ndarray | None = None,
+    ) -> dict[str, Any]:
+        """Everything of one sample; ``transform`` (3x3) overrides the crop box when given."""
+        h, w = image.shape[:2]
+        if vertices is None:
+            vertices = self.model_vertices([fit])[0]
+        v_img = self.image_vertices(vertices, fit, h)
+        t = self.crop_of(v_img, rng) if transform is None else np.asarray(transform, np.float64)
+        kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else v_img[self.model.kpt_ind]
+        return {
+            "crop": warp_crop(image, t, self.resolution),
+            "position_map": self.position_map(v_img, t),
+            "transform": t,
+            "kpt68": np.asarray(kpt68, np.float32),
+            "pose_para": fit.pose_para.astype(np.float32),
+            "yaw": float(np.degrees(fit.pose_para[1])),
+            "image_size": (int(h), int(w)),
+        }
+
+
+def make_ground_truth(
+    model: MorphableModel,
+    layout: UVLayout,
+    image: np.ndarray,
+    mat: dict | Fit,
+    rng: np.random.Generator | None = None,
+    crop_cfg: dict | None = None,
+) -> dict[str, Any]:
+    """GT of one sample.
+
+    image: (H, W, 3) uint8 RGB; mat: the ``.mat`` dict (or a parsed :class:`Fit`);
+    rng: crop perturbation (training sets) or None (exact box, validation).
+    Returns ``crop`` (R, R, 3) uint8, ``position_map`` (R, R, 3) float32 crop pixels,
+    ``transform`` (3, 3) float64 image -> crop, ``kpt68`` (68, 3) float32 image frame
+    (pt3d_68 when present, else the model's projected keypoints), ``pose_para`` (7,)
+    float32, ``yaw`` degrees, ``image_size`` (h, w).
+    """
+    maker = GroundTruthMaker(model, layout, crop_cfg)
+    return maker.make(image, maker.parse(mat), rng=rng)

@@ -1,0 +1,253 @@
+"""The position-map HDF5 format (version 1): schema and the reader :class:`PositionMapDataset`.
+
+One row per sample, all datasets share the first axis N (schema in docs/readme-parts/data.md):
+
+  name, source_path            (N,) str
+  transform                    (N, 3, 3) float64   image -> crop similarity
+  pose_para (N, 7) float32, yaw (N,) float32 degrees, kpt68 (N, 68, 3) float32 image frame,
+  image_size (N, 2) int32 (h, w)
+  store "crops": crop (N,) JPEG bytes (vlen uint8) or (N, R, R, 3) uint8;
+                 position_map (N, R, R, 3) float16 crop pixels
+  store "raw":   image (N,) original file bytes (vlen uint8); shape_para (N, k), exp_para (N, m) float32
+  uv_layout      (bytes,) uint8: UVLayout.to_bytes()
+  skipped/{name, source_path, reason}  samples left out and why
+
+Image-sized arrays are chunked one sample per chunk with shuffle + gzip (writer: data.writer).
+Readers open HDF5 handles lazily per process, so a dataset object can be shared with
+multiprocessing workers (forked or pickled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import h5py
+import numpy as np
+
+from prnet_keras.errors import InputError
+from prnet_keras.geometry import UVLayout
+
+FORMAT = "prnet-keras/position-maps"
+FORMAT_VERSION = 1
+GZIP_LEVEL = 1  # level 1 is ~25 % faster than 4 for < 1 % larger files on position maps
+_STR = h5py.string_dtype("utf-8")
+_BYTES = h5py.vlen_dtype(np.uint8)
+COMMON_FIELDS = ("name", "source_path", "transform", "pose_para", "yaw", "kpt68", "image_size")
+
+
+def _schema(store: str, crop_format: str, resolution: int, n_shape: int, n_exp: int) -> dict[str, tuple]:
+    """field -> (per-row shape, dtype, compressed-chunk?)."""
+    r = resolution
+    fields: dict[str, tuple] = {
+        "name": ((), _STR, False), "source_path": ((), _STR, False),
+        "transform": ((3, 3), np.float64, False), "pose_para": ((7,), np.float32, False),
+        "yaw": ((), np.float32, False), "kpt68": ((68, 3), np.float32, False),
+        "image_size": ((2,), np.int32, False),
+    }
+    if store == "crops":
+        fields["crop"] = ((), _BYTES, False) if crop_format == "jpeg" else ((r, r, 3), np.uint8, True)
+        fields["position_map"] = ((r, r, 3), np.float16, True)
+    elif store == "raw":
+        fields["image"] = ((), _BYTES, False)
+        fields["shape_para"] = ((n_shape,), np.float32, False)
+        fields["exp_para"] = ((n_exp,), np.float32, False)
+    else:
+        raise InputError(f"--store {store}: expected crops or raw")
+    return fields
+
+
+def read_attrs(f: h5py.File) -> dict[str, Any]:
+    """File attributes with JSON-encoded values decoded."""
+    out = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, str) and v[:1] in "[{":
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+        out[k] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+def open_checked(path: str | os.PathLike) -> h5py.File:
+    """Open a position-map file read-only; InputError when it is not one."""
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(f"{path}: HDF5 file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise InputError(f"{path}: not a prnet-keras position-map file (attribute 'format' != {FORMAT!r})")
+    if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
+        f.close()
+        raise InputError(f"{path}: format version {f.attrs['format_version']} is newer than this library ({FORMAT_VERSION})")
+    return f
+
+
+def skipped_entries(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(name, source_path, reason) of the samples a build left out."""
+    with open_checked(path) as f:
+        g = f["skipped"]
+        cols = [g[k].asstr()[:] for k in ("name", "source_path", "reason")]
+    return list(zip(*cols))
+
+
+def decode_crop(value: np.ndarray) -> np.ndarray:
+    """Stored crop (JPEG bytes or raw array) -> (R, R, 3) uint8 RGB."""
+    if value.ndim == 1:
+        img = cv2.imdecode(value, cv2.IMREAD_COLOR)
+        if img is None:
+            raise InputError("crop: stored JPEG bytes do not decode")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return value
+
+
+
+class PositionMapDataset:
+    """Samples of one or more position-map HDF5 files (same UV layout and store mode).
+
+    ``len(ds)``; ``ds[i]`` -> dict of one sample; ``ds.read_batch(indices, rng)`` -> batch
+    dict (see :meth:`read_batch`); properties ``layout``, ``store``, ``attrs``, ``names``.
+    ``model`` (a MorphableModel) is only needed for ``raw`` files whose ``model_spec``
+    cannot be loaded here (e.g. a BFM path from another machine).
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], model: Any = None):
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise InputError("PositionMapDataset: no HDF5 files given")
+        lengths, names, attrs, layout_bytes = [], [], None, None
+        for p in self.paths:
+            with open_checked(p) as f:
+                a = read_attrs(f)
+                if attrs is None:
+                    attrs, layout_bytes = a, f["uv_layout"][()].tobytes()
+                for key in ("layout_hash", "store", "crop_format"):
+                    if a.get(key) != attrs.get(key):
+                        raise InputError(f"{p}: {key} {a.get(key)!r} differs from {self.paths[0]} ({attrs.get(key)!r})")
+                names += list(f["name"].asstr()[:])
+                lengths.append(len(f["name"]))
+        self._attrs = attrs
+        self._layout = UVLayout.from_bytes(layout_bytes)
+        self._names = names
+        self._offsets = np.cumsum([0] + lengths)
+        self._model = model
+        self._maker = None
+        self._handles: dict[int, list[h5py.File]] = {}
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"], state["_maker"] = {}, None
+        return state
+
+    def _files(self) -> list[h5py.File]:
+        pid = os.getpid()  # h5py handles must not cross a fork
+        if pid not in self._handles:
+            self._handles = {pid: [h5py.File(p, "r") for p in self.paths]}
+        return self._handles[pid]
+
+    def close(self) -> None:
+        for handles in self._handles.values():
+            for f in handles:
+                f.close()
+        self._handles = {}
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def layout(self) -> UVLayout:
+        return self._layout
+
+    @property
+    def store(self) -> str:
+        return str(self._attrs["store"])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._attrs)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def _gt_maker(self):
+        if self._maker is None:
+            from prnet_keras.data.gt import GroundTruthMaker
+            from prnet_keras.geometry import load_morphable_model
+
+            model = self._model
+            if model is None:
+                try:
+                    model = load_morphable_model(self._attrs["model_spec"], seed=int(self._attrs.get("model_seed", 0)))
+                except InputError as exc:
+                    raise InputError(f"{self.paths[0]}: raw store needs its morphable model; pass model= ({exc})") from None
+            self._maker = GroundTruthMaker(model, self._layout, self._attrs.get("crop_config") or None)
+        return self._maker
+
+    # ---- reading -------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= int(index) < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        batch = self.read_batch([int(index) % n])
+        return {k: v[0] for k, v in batch.items()}
+
+    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> dict[str, Any]:
+        """Samples at ``indices`` (any order, repeats allowed), B = len(indices).
+
+        Returns image (B, R, R, 3) uint8 crop; position_map (B, R, R, 3) float32 crop pixels;
+        transform (B, 3, 3) float64 image -> crop; kpt68 (B, 68, 3) float32 image frame;
+        pose_para (B, 7) float32; yaw (B,) float32 degrees; image_size (B, 2) int32 (h, w);
+        name list[str]. Raw store renders GT here: with ``rng`` (training files) a fresh
+        crop perturbation, without it the stored crop transform.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices must lie in [0, {len(self)})")
+        files = self._files()
+        fid = np.searchsorted(self._offsets, idx, side="right") - 1
+        local = idx - self._offsets[fid]
+        out: dict[str, list] = {k: [None] * idx.size for k in ("transform", "kpt68", "pose_para", "yaw", "image_size")}
+        for k in np.unique(fid):
+            pos = np.flatnonzero(fid == k)
+            uniq, inv = np.unique(local[pos], return_inverse=True)
+            for key in out:
+                vals = files[k][key][uniq] if uniq.size > 1 else files[k][key][uniq[0]][None]
+                for p, j in zip(pos, inv):
+                    out[key][p] = vals[j]
+        batch: dict[str, Any] = {key: np.stack(v) for key, v in out.items()}
+        batch["name"] = [self._names[i] for i in idx]
+        r = self._layout.resolution
+        images = np.empty((idx.size, r, r, 3), np.uint8)
+        maps = np.empty((idx.size, r, r, 3), np.float32)
+        for b, (k, j) in enumerate(zip(fid, local)):
+            f = files[k]
+            if self.store == "crops":
+                images[b] = decode_crop(f["crop"][j])
+                maps[b] = f["position_map"][j]
+            else:
+                images[b], maps[b], batch["transform"][b] = self._render_raw(f, int(j), batch, b, rng)
+        batch["image"], batch["position_map"] = images, maps
+        return batch
+
+    def _render_raw(self, f: h5py.File, j: int, batch: dict, b: int, rng: np.random.Generator | None):
+        from prnet_keras.data.sources import Fit, decode_image
+
+        maker = self._gt_maker()
+        image = decode_image(f["image"][j].tobytes(), batch["name"][b])
+        fit = Fit(batch["pose_para"][b], f["shape_para"][j], f["exp_para"][j])
+        perturb = rng is not None and self._attrs.get("buildmode") == "train"
+        gt = maker.make(image, fit, rng=rng if perturb else None, transform=None if perturb else batch["transform"][b])
+        return gt["crop"], gt["position_map"], gt["transform"]
