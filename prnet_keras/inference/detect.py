@@ -1,0 +1,197 @@
+"""Face detection and the crop square each detection gives (DESIGN §3 Inference).
+
+Detectors return :class:`Detection` objects in image pixels (x right, y down). The crop
+square is derived by :func:`crop_square`:
+
+* ``mtcnn`` / ``opencv`` / ``user`` boxes: centre of the box, size 1.6 × mean side (official);
+* ``dlib`` boxes: centre moved down 0.14 × mean side, size 1.58 × mean side (official);
+* given 68 landmarks: the training crop (1.5 × keypoint box, no jitter) so the crop matches
+  the training distribution exactly.
+
+MTCNN (``mtcnn`` 1.0, weights shipped in the wheel, offline) is the default and finds all
+faces above a confidence threshold; OpenCV's Haar cascade is the dependency-free fallback;
+dlib is used when installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from typing import Callable, Protocol
+
+import numpy as np
+
+from prnet_keras.config import section
+from prnet_keras.errors import InputError
+from prnet_keras.geometry import detector_crop, training_crop
+
+DETECTORS = ("mtcnn", "opencv", "dlib", "none")
+
+
+@dataclasses.dataclass
+class Detection:
+    """One face: box (4,) float64 [left, top, right, bottom] image pixels; score in [0, 1] or None.
+
+    kind: "mtcnn" | "opencv" | "dlib" | "box" (given by the user) | "landmarks" (given 68 points,
+    then ``landmarks`` holds them as (68, 2|3)). ``landmarks5`` (5, 2) for MTCNN (eyes, nose,
+    mouth corners).
+    """
+
+    box: np.ndarray
+    score: float | None = None
+    kind: str = "box"
+    landmarks: np.ndarray | None = None
+    landmarks5: np.ndarray | None = None
+
+    def to_dict(self) -> dict:
+        out = {"box_ltrb": [float(v) for v in self.box], "score": None if self.score is None else float(self.score),
+               "kind": self.kind}
+        if self.landmarks5 is not None:
+            out["landmarks5"] = np.asarray(self.landmarks5, float).tolist()
+        return out
+
+
+def crop_square(det: Detection, crop_cfg: dict | None = None) -> tuple[np.ndarray, float]:
+    """(centre (2,), size) of the square crop for one detection, per the rules above."""
+    cfg = crop_cfg or section("crop")
+    if det.kind == "landmarks" and det.landmarks is not None:
+        return training_crop(det.landmarks[:, :2], rng=None, scale=float(cfg["train_scale"]))
+    if det.kind == "dlib":
+        return detector_crop(det.box, scale=float(cfg["dlib_box_scale"]), center_shift=float(cfg["dlib_center_shift"]))
+    return detector_crop(det.box, scale=float(cfg["detector_box_scale"]))
+
+
+class FaceDetector(Protocol):
+    def __call__(self, image_rgb: np.ndarray) -> list[Detection]: ...
+
+
+class MTCNNDetector:
+    """MTCNN (``mtcnn`` package, TensorFlow); keeps faces with confidence >= ``min_confidence``."""
+
+    def __init__(self, min_confidence: float = 0.9, min_face_size: int = 20) -> None:
+        try:
+            from mtcnn import MTCNN
+        except ImportError:  # pragma: no cover - listed in requirements.txt
+            raise InputError("detector 'mtcnn': the mtcnn package is not installed (pip install mtcnn)") from None
+        self._mtcnn = MTCNN()
+        self.min_confidence = float(min_confidence)
+        self.min_face_size = int(min_face_size)
+        self._lock = threading.Lock()  # the MTCNN object is not documented as thread-safe
+
+    def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
+        with self._lock:
+            found = self._mtcnn.detect_faces(image_rgb, box_format="xyxy", min_face_size=self.min_face_size)
+        out = []
+        for f in found or []:
+            score = float(f["confidence"])  # numpy floats/ints in mtcnn's results
+            if score < self.min_confidence:
+                continue
+            kp = f.get("keypoints") or {}
+            order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+            lm5 = np.array([[float(v) for v in kp[k]] for k in order]) if all(k in kp for k in order) else None
+            out.append(Detection(np.array([float(v) for v in f["box"]], np.float64), score, "mtcnn", None, lm5))
+        return sorted(out, key=lambda d: -(d.score or 0.0))
+
+
+class OpenCVDetector:
+    """OpenCV Haar cascade (frontal faces, shipped with opencv); no scores (None)."""
+
+    def __init__(self, min_size: int = 30) -> None:
+        import cv2
+
+        # OpenCV 5 moved the Haar cascades (class and XML files) out of the main wheel.
+        folder = getattr(getattr(cv2, "data", None), "haarcascades", "")
+        path = os.path.join(folder, "haarcascade_frontalface_default.xml")
+        if not hasattr(cv2, "CascadeClassifier") or not os.path.isfile(path):
+            raise InputError(
+                f"detector 'opencv': this OpenCV {cv2.__version__} has no Haar cascades "
+                "(removed in OpenCV 5; install opencv-python-headless<5); use --detector mtcnn"
+            )
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():  # pragma: no cover - broken opencv install
+            raise InputError(f"detector 'opencv': cannot load the Haar cascade {path}")
+        self.min_size = int(min_size)
+
+    def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
+        import cv2
+
+        gray = cv2.equalizeHist(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
+        rects = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_size,) * 2)
+        boxes = [np.array([x, y, x + w, y + h], np.float64) for x, y, w, h in np.asarray(rects).reshape(-1, 4)]
+        boxes.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+        return [Detection(b, None, "opencv") for b in boxes]
+
+
+class DlibDetector:
+    """dlib's HOG frontal face detector, when the ``dlib`` package is installed."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise InputError(
+                "detector 'dlib': the dlib package is not installed (pip install dlib); use mtcnn or opencv instead"
+            ) from None
+        self._detector = dlib.get_frontal_face_detector()
+
+    def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
+        rects = self._detector(image_rgb, 1)
+        return [Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), None, "dlib") for r in rects]
+
+
+_CACHE: dict[tuple, Callable] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_detector(name: str | Callable, min_confidence: float | None = None) -> FaceDetector:
+    """A detector by name ("mtcnn", "opencv", "dlib"), cached per process; callables pass through."""
+    if callable(name):
+        return name
+    if name not in DETECTORS or name == "none":
+        raise InputError(f"detector: expected one of mtcnn, opencv, dlib, got {name!r}")
+    if min_confidence is None:
+        min_confidence = float(section("inference")["min_confidence"])
+    key = (name, float(min_confidence) if name == "mtcnn" else None)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            if name == "mtcnn":
+                _CACHE[key] = MTCNNDetector(min_confidence)
+            elif name == "opencv":
+                _CACHE[key] = OpenCVDetector()
+            else:
+                _CACHE[key] = DlibDetector()
+        return _CACHE[key]
+
+
+def detections_from_boxes(boxes: np.ndarray | list, image_shape: tuple[int, ...]) -> list[Detection]:
+    """User boxes (K, 4) [left, top, right, bottom] -> detections; validated against the image."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim == 1:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
+        raise InputError(f"boxes: expected (K, 4) finite [left, top, right, bottom] values, got shape {b.shape}")
+    h, w = image_shape[:2]
+    for box in b:
+        l, t, r, bt = box
+        if r <= l or bt <= t:
+            raise InputError(f"boxes: box {box.tolist()} has right <= left or bottom <= top")
+        if r < 0 or bt < 0 or l > w - 1 or t > h - 1:
+            raise InputError(f"boxes: box {box.tolist()} lies outside the {w}x{h} image")
+    return [Detection(box.copy(), None, "box") for box in b]
+
+
+def detections_from_landmarks(landmarks: np.ndarray | list) -> list[Detection]:
+    """Given landmarks (68, 2|3) or (K, 68, 2|3) (also (2|3, 68) per face) -> detections."""
+    a = np.asarray(landmarks, dtype=np.float64)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 3 and a.shape[1] in (2, 3) and a.shape[2] == 68:
+        a = a.transpose(0, 2, 1)  # the .mat layout (2|3, 68)
+    if a.ndim != 3 or a.shape[1] != 68 or a.shape[2] not in (2, 3) or not np.all(np.isfinite(a)):
+        raise InputError(f"landmarks: expected (68, 2|3) or (K, 68, 2|3) finite points, got shape {np.shape(landmarks)}")
+    out = []
+    for k in a:
+        lo, hi = k[:, :2].min(0), k[:, :2].max(0)
+        out.append(Detection(np.array([lo[0], lo[1], hi[0], hi[1]]), None, "landmarks", k.copy()))
+    return out
