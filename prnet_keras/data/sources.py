@@ -74,10 +74,13 @@ def _is_junk(parts: tuple[str, ...]) -> bool:
 def _scan(source: Path) -> tuple[str | None, list[str]]:
     """All candidate file paths (posix, relative to the folder / zip root) and the container."""
     if source.is_dir():
+        # Paths keep the folder's own name, like a zip's top folder, so that names agree
+        # between the two and a lone subset folder (AFW_Flip/) keeps its name.
+        source = source.resolve()
         files = []
         for dirpath, dirnames, filenames in os.walk(source):
             dirnames[:] = [d for d in dirnames if not _is_junk((d,))]
-            rel = Path(dirpath).relative_to(source)
+            rel = Path(source.name) / Path(dirpath).relative_to(source)
             files += [(rel / f).as_posix() for f in filenames if not f.startswith(".")]
         return None, files
     if source.is_file():
@@ -127,7 +130,7 @@ def _guess_layout(images: list[PurePosixPath], mats: set[str], container: str | 
 
 
 def _full(source: Path, container: str | None, rel: str) -> str:
-    return rel if container else str(source / rel)
+    return rel if container else str(source.resolve().parent / rel)
 
 
 def detect_layout(source: str | os.PathLike) -> str:

@@ -1,0 +1,112 @@
+"""``build_dataset.py`` / ``prnet-build-dataset``: 300W-LP / AFLW2000-3D -> position-map HDF5.
+
+    build_dataset.py --source 300W_LP.zip --bfm BFM.mat --out train.hdf5 --workers 2
+    build_dataset.py --source AFLW2000 --buildmode val --out val.hdf5
+    build_dataset.py merge shard0.hdf5 shard1.hdf5 --out train.hdf5
+    build_dataset.py synth --layout 300wlp --count 200 --out synth/300W_LP
+
+Exit status: 0 clean, 3 when samples were skipped (listed in OUT.skipped.csv), 2 on a
+usage or input error, 130 when interrupted (rerun with --resume to continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from prnet_keras.errors import PRNetError
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="build_dataset.py", description="Build position-map HDF5 files "
+                                "(subcommands: merge, synth; see `build_dataset.py merge -h`).")
+    p.add_argument("--source", required=True, help="dataset folder or its original .zip")
+    p.add_argument("--layout", default="auto", choices=["auto", "300wlp", "aflw2000"])
+    p.add_argument("--bfm", default="synthetic",
+                   help="morphable model: synthetic | synthetic:bfm | face3d BFM.mat | mean-only BFM folder")
+    p.add_argument("--uv-data", default=None, help="official PRNet uv-data folder or a saved layout .npz "
+                   "(default: derived from the model)")
+    p.add_argument("--buildmode", default="train", choices=["train", "val"],
+                   help="train: seeded crop perturbation; val: exact keypoint box")
+    p.add_argument("--out", "--hdf5dir", dest="out", required=True, help="output .hdf5 file")
+    p.add_argument("--store", default="crops", choices=["crops", "raw"],
+                   help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters")
+    p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "raw"], help="how crops are stored (crops store)")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--shard", default=None, help="I/N: build shard I of N (join them with `merge`)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--commit-every", type=int, default=None, help="samples per committed chunk (default 64)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted build (OUT.partial)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished build")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="build_dataset.py merge", description="Join --shard I/N outputs into one file.")
+    p.add_argument("inputs", nargs="+", help="shard .hdf5 files (any order)")
+    p.add_argument("--out", "--hdf5dir", dest="out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _synth_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="build_dataset.py synth",
+                                description="Write a synthetic dataset in the 300W-LP or AFLW2000-3D layout.")
+    p.add_argument("--layout", required=True, choices=["300wlp", "aflw2000"])
+    p.add_argument("--count", type=int, required=True, help="images to write (300wlp: half are _Flip twins)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bfm", default="synthetic")
+    p.add_argument("--workers", type=int, default=1)
+    return p
+
+
+def _report(summary) -> int:
+    print(summary.describe())
+    if summary.stage_seconds:
+        split = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
+        print(f"stages (summed over workers): {split}")
+    return summary.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["merge"]:
+            a = _merge_parser().parse_args(argv[1:])
+            from prnet_keras.data.build import merge_hdf5
+
+            return _report(merge_hdf5(a.inputs, a.out, overwrite=a.overwrite))
+        if argv[:1] == ["synth"]:
+            a = _synth_parser().parse_args(argv[1:])
+            if a.count < 1:
+                raise PRNetError(f"--count {a.count}: expected >= 1")
+            from prnet_keras.data.synth import generate_dataset
+
+            paths = generate_dataset(a.out, a.layout, a.count, a.seed, a.bfm, a.workers)
+            print(f"wrote {len(paths)} images to {a.out}")
+            return 0
+        a = _build_parser().parse_args(argv)
+        from prnet_keras.data.build import build_hdf5
+
+        summary = build_hdf5(
+            a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
+            workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
+            resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, commit_every=a.commit_every,
+            progress=not a.no_progress,
+        )
+        return _report(summary)
+    except PRNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: committed chunks are kept; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
