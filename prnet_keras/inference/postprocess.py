@@ -22,7 +22,9 @@ import cv2
 import numpy as np
 
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import UVLayout, camera_matrix, crop_to_image, rasterize, rotation_to_angles, umeyama
+from prnet_keras.geometry import (
+    UVLayout, camera_matrix, crop_to_image, rasterize, rotation_to_angles, umeyama, vertex_visibility,
+)
 from prnet_keras.inference.detect import Detection
 
 
@@ -142,33 +144,26 @@ class Face:
 
     @cached_property
     def _zbuffer(self) -> tuple[np.ndarray, np.ndarray]:
-        # One raster pass gives both the depth image and the visibility test.
         h, w = self.image_size
-        _, depth, tri_index = rasterize(self.vertices, self.triangles, self.vertices[:, 2:3], h, w)
-        return depth, tri_index
+        _, depth, tri_index = rasterize(self.vertices, self.triangles, np.zeros((self.vertices.shape[0], 0), np.float32), h, w)
+        return depth, tri_index >= 0
 
     @property
     def depth_image(self) -> np.ndarray:
         """(h, w) float32 z-buffer of the mesh in image pixels (larger = nearer), 0 where empty."""
         return self._zbuffer[0]
 
+    @property
+    def depth_mask(self) -> np.ndarray:
+        """(h, w) bool: pixels covered by the mesh."""
+        return self._zbuffer[1]
+
     @cached_property
     def visibility(self) -> np.ndarray:
-        """(N,) bool: vertex inside the image and not hidden behind the mesh (z-buffer test).
-
-        Tolerance: 1 % of the face's z range, at least 0.5 px (same rule as geometry.vertex_visibility).
-        """
-        depth, tri_index = self._zbuffer
+        """(N,) bool: vertex inside the image and not hidden behind the mesh (z-buffer test,
+        ``geometry.vertex_visibility``: tolerance 1 % of the z range, at least 0.5 px)."""
         h, w = self.image_size
-        v = self.vertices
-        cols = np.rint(v[:, 0]).astype(np.int64)
-        rows = np.rint(v[:, 1]).astype(np.int64)
-        inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
-        tol = max(0.5, 0.01 * float(np.ptp(v[:, 2]))) if v.shape[0] else 0.5
-        vis = np.zeros(v.shape[0], bool)
-        rc, cc = rows[inside], cols[inside]
-        vis[inside] = (tri_index[rc, cc] >= 0) & (v[inside, 2] >= depth[rc, cc] - tol)
-        return vis
+        return vertex_visibility(self.vertices, self.triangles, h, w)
 
     def texture(self, size: int | None = None, visibility_mask: bool = False) -> np.ndarray:
         """UV texture map (size, size, 3) uint8 RGB: ``cv2.remap`` of the image at the map's (x, y).

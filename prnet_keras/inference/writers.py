@@ -222,7 +222,7 @@ def write_depth(face: Face, stem: str | os.PathLike) -> list[Path]:
     and ``stem_depth.npy`` (h, w) float32 z in image pixels (0 = background)."""
     stem = Path(stem)
     z = face.depth_image
-    covered = face._zbuffer[1] >= 0
+    covered = face.depth_mask
     img = np.zeros(z.shape, np.uint8)
     if covered.any():
         lo, hi = float(z[covered].min()), float(z[covered].max())
