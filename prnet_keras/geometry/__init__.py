@@ -6,16 +6,18 @@ from prnet_keras.geometry.crop import (
 )
 from prnet_keras.geometry.morphable import MorphableModel, load_face3d_bfm, load_mean_bfm, load_morphable_model, save_face3d_bfm
 from prnet_keras.geometry.pose import (
-    angles_to_rotation, camera_matrix, make_pose_para, parse_pose_para, pose_vertices, rotation_to_angles,
+    angles_to_rotation, camera_matrix, estimate_pose, from_image, make_pose_para, orthographic_project, parse_pose_para, pose_vertices, rotation_to_angles,
     similarity_transform, to_image, umeyama,
 )
 from prnet_keras.geometry.raster import (
-    rasterize, render_depth, render_shaded, render_uv_map, uv_pixel_coords, vertex_normals, vertex_visibility,
+    UVRenderPlan, rasterize, render_depth, render_shaded, render_uv_map, uv_pixel_coords, uv_render_plan, vertex_normals,
+    vertex_visibility,
 )
 from prnet_keras.geometry.uv import UVLayout, grid_triangles, load_uv_layout
 
 __all__ = [
-    "MorphableModel", "UVLayout", "angles_to_rotation", "apply_transform", "camera_matrix", "crop_to_image",
+    "MorphableModel", "UVLayout", "UVRenderPlan", "angles_to_rotation", "estimate_pose", "from_image",
+    "orthographic_project", "uv_render_plan", "apply_transform", "camera_matrix", "crop_to_image",
     "crop_transform", "detector_crop", "grid_triangles", "keypoint_box", "load_face3d_bfm", "load_mean_bfm",
     "load_morphable_model", "load_uv_layout", "make_pose_para", "parse_pose_para", "pose_vertices", "rasterize",
     "render_depth", "render_shaded", "render_uv_map", "rotation_to_angles", "save_face3d_bfm",

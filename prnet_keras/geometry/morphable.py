@@ -58,6 +58,9 @@ class MorphableModel:
         if n3 % 3:
             raise InputError(f"{self.name}: shapeMU length {n3} is not a multiple of 3")
         n = n3 // 3
+        for key, pc in (("shapePC", self.shape_pc), ("expPC", self.exp_pc), ("texPC", self.tex_pc)):
+            if np.ndim(pc) != 2:
+                raise InputError(f"{self.name}: {key} has shape {np.shape(pc)}, expected ({n3}, k)")
         checks = {
             "shapeMU": (self.shape_mu.reshape(-1).shape, (n3,)),
             "expMU": (self.exp_mu.reshape(-1).shape, (n3,)),
@@ -220,20 +223,31 @@ def load_face3d_bfm(path: str | Path, uv_path: str | Path | None = None, name: s
         if not uvp.exists():
             raise InputError(f"{path}: no UV coordinates: pass uv_path or put BFM_UV.mat beside it ({uvp} not found)")
         uv = np.asarray(_mat_struct(uvp, "UV")["UV"], np.float32)
+    if uv.ndim != 2 or uv.shape[1] < 2:
+        raise InputError(f"{path}: UV coordinates have shape {uv.shape}, expected (n, 2)")
     uv = uv[:, :2]
     regions = {}
     if "segbin" in m:
         seg = np.asarray(m["segbin"]).astype(bool)
-        seg = seg if seg.shape[0] == 4 else seg.T
+        seg = seg if seg.ndim == 2 and seg.shape[0] == 4 else seg.T
+        if seg.ndim != 2 or seg.shape != (4, n3 // 3):
+            raise InputError(f"{path}: segbin has shape {np.shape(m['segbin'])}, expected (4, {n3 // 3})")
         regions = {nm: seg[i] for i, nm in enumerate(REGION_NAMES)}
     nm = name or (str(m["name"][0]) if "name" in m and m["name"].size else path.stem)
+    try:
+        return _model_from_struct(m, nm, uv, regions, nm)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _model_from_struct(m: dict, nm: str, uv: np.ndarray, regions: dict, source: str) -> MorphableModel:
     return MorphableModel(
         name=nm,
         shape_mu=np.asarray(m["shapeMU"]), shape_pc=np.asarray(m["shapePC"], np.float32), shape_ev=np.asarray(m["shapeEV"]),
         exp_mu=np.asarray(m["expMU"]), exp_pc=np.asarray(m["expPC"], np.float32), exp_ev=np.asarray(m["expEV"]),
         tex_mu=np.asarray(m["texMU"]), tex_pc=np.asarray(m["texPC"], np.float32), tex_ev=np.asarray(m["texEV"]),
-        triangles=_triangles_from_mat(m["tri"], "tri", str(path)),
-        mouth_triangles=_triangles_from_mat(m.get("tri_mouth", np.zeros((0, 3))), "tri_mouth", str(path)),
+        triangles=_triangles_from_mat(m["tri"], "tri", source),
+        mouth_triangles=_triangles_from_mat(m.get("tri_mouth", np.zeros((0, 3))), "tri_mouth", source),
         kpt_ind=np.asarray(m["kpt_ind"]).reshape(-1).astype(np.int64) - 1,
         uv_coords=uv,
         regions=regions,

@@ -21,7 +21,10 @@ _GIMBAL_EPS = 1e-6
 
 def angles_to_rotation(angles: np.ndarray) -> np.ndarray:
     """(3,) [pitch, yaw, roll] radians -> (3, 3) rotation R = Rx·Ry·Rz (float64)."""
-    phi, gamma, theta = (float(a) for a in np.asarray(angles, dtype=np.float64).reshape(3))
+    a = np.asarray(angles, dtype=np.float64).reshape(-1)
+    if a.size != 3:
+        raise InputError(f"angles: expected 3 values [pitch, yaw, roll] in radians, got {a.size}")
+    phi, gamma, theta = (float(x) for x in a)
     cx, sx = np.cos(phi), np.sin(phi)
     cy, sy = np.cos(gamma), np.sin(gamma)
     cz, sz = np.cos(theta), np.sin(theta)
@@ -114,6 +117,8 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     dst = np.asarray(dst, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[0] < src.shape[1]:
         raise InputError(f"umeyama: expected two (n, d) arrays with n >= d, got {src.shape} and {dst.shape}")
+    if not (np.all(np.isfinite(src)) and np.all(np.isfinite(dst))):
+        raise InputError("umeyama: point sets contain NaN or inf")
     n, d = src.shape
     mu_src, mu_dst = src.mean(0), dst.mean(0)
     xs, xd = src - mu_src, dst - mu_dst
@@ -127,6 +132,18 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     scale = float((sig * fix).sum() / var_src) if with_scale and var_src > 0 else 1.0
     t = mu_dst - scale * rot @ mu_src
     return scale, rot, t
+
+
+def estimate_pose(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Pose_Para (1, 7) [pitch, yaw, roll, tx, ty, tz, s] of ``points`` relative to ``reference``.
+
+    reference (n, 3): a frontal face in the model frame (y up), e.g.
+    ``UVLayout.canonical_vertices``; points (n, 3): the same surface points in the camera
+    frame (y up; use :func:`from_image` on image-frame points). Solves points ≈
+    s·reference·Rᵀ + t by :func:`umeyama` and decomposes R into 3DDFA angles.
+    """
+    s, rot, t = umeyama(reference, points)
+    return make_pose_para(rotation_to_angles(rot), t, s)
 
 
 def camera_matrix(s: float, rotation: np.ndarray, t: np.ndarray) -> np.ndarray:

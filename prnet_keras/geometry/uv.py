@@ -209,26 +209,48 @@ class UVLayout:
         if missing:
             raise InputError(f"{folder}: not a PRNet uv-data folder, missing {', '.join(missing)}")
         res = RESOLUTION
-        kpt = np.loadtxt(folder / "uv_kpt_ind.txt").astype(np.int64)
-        face_ind = np.loadtxt(folder / "face_ind.txt").astype(np.int64)
+        kpt = _read_int_txt(folder / "uv_kpt_ind.txt")
+        face_ind = _read_int_txt(folder / "face_ind.txt").reshape(-1)
         mask = np.zeros(res * res, bool)
-        if face_ind.min() < 0 or face_ind.max() >= res * res:
+        if face_ind.size == 0 or face_ind.min() < 0 or face_ind.max() >= res * res:
             raise InputError(f"{folder / 'face_ind.txt'}: indices must lie in [0, {res * res})")
+        if np.unique(face_ind).size != face_ind.size:
+            raise InputError(f"{folder / 'face_ind.txt'}: contains repeated pixel indices")
         mask[face_ind] = True
         mask = mask.reshape(res, res)
-        weight = np.asarray(Image.open(folder / "uv_weight_mask.png").convert("L"), np.float32) / 255.0
-        canonical = np.load(folder / "canonical_vertices.npy").astype(np.float32)
-        # canonical_vertices.npy follows face_ind.txt's order; ours is row-major.
-        canonical = canonical[np.argsort(np.argsort(face_ind))] if not np.all(np.diff(face_ind) > 0) else canonical
+        try:
+            weight = np.asarray(Image.open(folder / "uv_weight_mask.png").convert("L"), np.float32) / 255.0
+            canonical = np.load(folder / "canonical_vertices.npy").astype(np.float32)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{folder}: cannot read uv_weight_mask.png / canonical_vertices.npy ({exc})") from None
+        if canonical.shape != (face_ind.size, 3):
+            raise InputError(f"{folder / 'canonical_vertices.npy'}: expected ({face_ind.size}, 3) (one row per "
+                             f"face_ind entry), got {canonical.shape}")
+        if kpt.shape != (2, 68):
+            raise InputError(f"{folder / 'uv_kpt_ind.txt'}: expected 2 rows x 68 columns, got {kpt.shape}")
+        # canonical_vertices.npy follows face_ind.txt's order; ours is row-major (sorted).
+        canonical = canonical[np.argsort(face_ind, kind="stable")]
         # The official file is in image orientation (y down: chin below brows); the layout's
         # pose reference is y up, else Umeyama (no reflections) fits a wrong rotation.
         canonical = canonical * np.array([1.0, -1.0, 1.0], np.float32)
         tri_path = folder / "triangles.txt"
         if tri_path.exists():
-            tri = np.loadtxt(tri_path).astype(np.int32)
+            tri = _read_int_txt(tri_path)
+            if tri.ndim != 2 or tri.shape[1] != 3 or tri.min() < 0 or tri.max() >= face_ind.size:
+                raise InputError(f"{tri_path}: expected (T, 3) indices into face_ind, got shape {tri.shape}")
         else:
             tri = grid_triangles(mask)
         return cls(res, mask, kpt, weight, tri, canonical, source="prnet-official")
+
+
+def _read_int_txt(path: Path) -> np.ndarray:
+    try:
+        a = np.loadtxt(path, ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: expected whitespace-separated integers ({exc})") from None
+    if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+        raise InputError(f"{path}: expected integers")
+    return a.astype(np.int64)
 
 
 def _load_mask(mask: np.ndarray | str | Path, resolution: int) -> np.ndarray:
