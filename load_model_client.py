@@ -1,0 +1,3 @@
+from prnet_keras.cli.client import main
+
+raise SystemExit(main())

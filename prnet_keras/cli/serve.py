@@ -1,0 +1,105 @@
+"""prnet-serve: the HTTP server (PRNet-keras-compatible API, native /v1 API, page at /ui).
+
+    prnet-serve --model run/model.keras --host 127.0.0.1 --port 20000
+    prnet-serve --model untrained:light          # smoke tests / benchmarks: random weights
+
+The API key, when wanted, is read from an environment variable (``--api-key-env``,
+default PRNET_API_KEY) so it never appears in the process list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from prnet_keras.errors import PRNetError
+
+UNTRAINED_PREFIX = "untrained:"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prnet-serve", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="model: .keras file, SavedModel folder or official checkpoint prefix; "
+                        "'untrained:light' / 'untrained:resfcn256' for random weights (testing only)")
+    p.add_argument("--uv-data", default=None, help="UV layout: official uv-data folder or .npz (default: beside the model)")
+    p.add_argument("--bfm", default="synthetic",
+                   help="morphable model the UV layout came from (for /extract and /evaluate with fit .mat files)")
+    p.add_argument("--detector", default=None, help="face detector: mtcnn | opencv | dlib (default: config inference.detector)")
+    p.add_argument("--host", default=None, help="bind address (default: config server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: config server.port, 20000)")
+    p.add_argument("--config", default=None, help="named configuration or JSON file overriding configure/defaults.json")
+    p.add_argument("--api-key-env", default="PRNET_API_KEY",
+                   help="environment variable holding the API key; unset or empty = no key required")
+    p.add_argument("--workers", type=int, default=None, help="inference threads (config server.workers)")
+    p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504")
+    p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
+                   help="allow browser calls from this origin (repeatable); CORS is off by default")
+    p.add_argument("--icp", default="scipy", choices=("scipy", "open3d", "simpleicp"), help="ICP backend for /evaluate")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    return p
+
+
+def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str) -> tuple[Any, dict[str, Any]]:
+    """(Predictor, model info) for a model path or ``untrained:<name>``."""
+    from prnet_keras.inference import Predictor
+
+    if model.startswith(UNTRAINED_PREFIX):
+        from prnet_keras.geometry import load_morphable_model, load_uv_layout
+        from prnet_keras.model import build_model
+
+        name = model[len(UNTRAINED_PREFIX):] or "light"
+        layout = load_uv_layout(uv_data, None if uv_data else load_morphable_model(bfm))
+        network = build_model(name)
+        return Predictor(network, layout, detector=detector), {"untrained": True, "architecture": name}
+    if not os.path.exists(model) and not os.path.exists(model + ".index"):
+        raise PRNetError(f"--model {model}: no such file, folder or checkpoint prefix")
+    return Predictor.from_path(model, uv_data=uv_data, detector=detector), {"untrained": False}
+
+
+def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
+    """Run ``app`` under uvicorn in this process until interrupted."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=10, server_header=False)
+    uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from prnet_keras.config import load_config
+        from prnet_keras.server.app import create_app
+        from prnet_keras.server.settings import ServerSettings
+
+        config = load_config(args.config)
+        detector = args.detector or config["inference"]["detector"]
+        predictor, info = build_predictor(args.model, args.uv_data, args.bfm, detector)
+        settings = ServerSettings.from_config(
+            config, api_key_env=args.api_key_env, host=args.host, port=args.port, workers=args.workers,
+            queue_size=args.queue_size, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()),
+            detector=detector, model_name=getattr(predictor.network, "name", None) or args.model, model_path=args.model,
+            extra_info=info,
+        )
+        app = create_app(predictor, settings, morphable=args.bfm, icp_backend=args.icp)
+    except PRNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        logging.getLogger("prnet_keras.server").warning(
+            "listening on %s without an API key: anyone who can reach this port can use the model (set $%s)",
+            settings.host, args.api_key_env)
+    print(f"prnet-serve: http://{settings.host}:{settings.port}/ui (page), /docs (API)", file=sys.stderr, flush=True)
+    serve_app(app, settings.host, settings.port, args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
