@@ -53,13 +53,13 @@ class ArraySource:
 
 def open_source(paths: str | Path | Sequence[str | Path]) -> Any:
     """Open HDF5 file(s) as a ``prnet_keras.data.hdf5.PositionMapDataset``."""
-    from prnet_keras.data.hdf5 import PositionMapDataset
-
     if isinstance(paths, (str, Path)):
         paths = [paths]
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise InputError(f"dataset file(s) not found: {', '.join(missing)} (expected HDF5 built by build_dataset.py)")
+    from prnet_keras.data.hdf5 import PositionMapDataset
+
     return PositionMapDataset([Path(p) for p in paths])
 
 

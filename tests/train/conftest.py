@@ -73,3 +73,32 @@ def toy_data(layout) -> tuple[np.ndarray, np.ndarray]:
 def make_toy():
     """The ``toy_samples(n, seed, layout)`` factory."""
     return toy_samples
+
+
+def write_toy_hdf5(path, images: np.ndarray, maps: np.ndarray, layout: UVLayout, buildmode: str = "train") -> None:
+    """A crops-store position-map file of the data package's schema, from arrays."""
+    from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
+
+    attrs = {"store": "crops", "crop_format": "jpeg", "buildmode": buildmode, "model_spec": "synthetic"}
+    rows = []
+    for i in range(len(images)):
+        rows.append({
+            "name": f"toy{i:04d}", "source_path": f"toy/{i}.jpg", "transform": np.eye(3),
+            "pose_para": np.zeros(7, np.float32), "yaw": np.float32((i * 37) % 180 - 90),
+            "kpt68": layout.keypoints_from_map(maps[i]), "image_size": np.array([256, 256], np.int32),
+            "crop": encode_jpeg(images[i], 95), "position_map": encode_chunk(maps[i].astype(np.float16)),
+        })
+    f = create_file(path, attrs, layout)
+    try:
+        append_rows(f, rows)
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="session")
+def toy_hdf5_dir(tmp_path_factory, layout) -> "Path":
+    """train.hdf5 (16 toy samples) and val.hdf5 (6) in one folder."""
+    out = tmp_path_factory.mktemp("toy_h5")
+    write_toy_hdf5(out / "train.hdf5", *toy_samples(16, seed=1, layout=layout), layout)
+    write_toy_hdf5(out / "val.hdf5", *toy_samples(6, seed=2, layout=layout), layout, buildmode="val")
+    return out

@@ -1,0 +1,305 @@
+"""Training loop: ``train(config) -> run dir`` with checkpoints, resume and curves.
+
+``config`` is a configuration dict as ``prnet_keras.config.load_config`` returns (any
+subset; defaults fill the rest). Training options live in section ``train`` (keys of
+``configure/defaults.json`` plus those of :data:`RUN_DEFAULTS`), augmentation in ``augment``.
+
+Resume: a run folder holding ``run_state.json`` is continued from its last completed
+epoch (weights, optimizer state, schedule position, history, best values) when the
+resolved configuration equals the recorded one, except for the keys in
+:data:`FREE_KEYS`; otherwise it is refused unless ``force`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import keras
+
+from prnet_keras.config import load_config
+from prnet_keras.errors import InputError, ModelFileError
+from prnet_keras.train.augment import AugmentConfig
+from prnet_keras.train.callbacks import RunRecorder, read_state, remove_stale_temporaries
+from prnet_keras.train.dataset import AugmentedDataset, yaw_balanced_weights
+from prnet_keras.train.distribute import plan_distribution
+from prnet_keras.utils import to_jsonable, write_json
+
+# Options of section "train" beyond configure/defaults.json, with their defaults.
+RUN_DEFAULTS: dict[str, Any] = {
+    "hdf5dir": None,          # folder with train.hdf5 (and val.hdf5)
+    "train_files": None,      # or explicit HDF5 path(s)
+    "val_files": None,
+    "output": None,           # run folder; default runs/<model>
+    "model_options": {},      # build_model(**options), e.g. {"width": 0.25}
+    "init": None,             # official checkpoint prefix, .keras or .weights.h5 to start from
+    "start_epoch": 0,         # first epoch of a fresh run (schedule position)
+    "steps_per_epoch": None,  # cap on batches per epoch (quick runs)
+    "validation_steps": None,
+    "augment": True,          # master switch; per-augmentation switches in section "augment"
+    "sample_weights": None,   # None | "yaw_balanced"
+    "workers": 1,
+    "use_multiprocessing": True,
+    "max_queue_size": 10,
+    "mixed_precision": None,  # None | "bf16" | "fp16"
+    "jit_compile": False,
+    "distribute": "auto",     # "auto" | "off"
+    "tensorboard": False,
+    "resume": False,
+    "force": False,
+    "verbose": "auto",
+}
+# Keys that may differ between a run and its resumption (they do not change the result).
+FREE_KEYS = {"workers", "use_multiprocessing", "max_queue_size", "resume", "force", "verbose", "tensorboard"}
+SCHEDULES = ("step", "cosine")
+PRECISIONS = {None: "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def _log(msg: str) -> None:
+    print(f"[train] {msg}", file=sys.stderr, flush=True)
+
+
+# ---- configuration --------------------------------------------------------------------------
+def _positive(t: dict, key: str, kind: type) -> None:
+    try:
+        value = kind(t[key])
+    except (TypeError, ValueError):
+        raise InputError(f"train.{key}: expected a positive {kind.__name__}, got {t[key]!r}") from None
+    if not value > 0 or (kind is float and not math.isfinite(value)):
+        raise InputError(f"train.{key}: expected a positive {kind.__name__}, got {t[key]!r}")
+    t[key] = value
+
+
+def _paths(value: Any) -> list[str] | None:
+    if value in (None, "", []):
+        return None
+    items = [value] if isinstance(value, (str, os.PathLike)) else list(value)
+    return [str(Path(p).expanduser().resolve()) for p in items]
+
+
+def resolve_config(config: dict | None) -> dict[str, Any]:
+    """Defaults + ``config``, validated, dataset/output paths made absolute.
+
+    Raises :class:`InputError` naming the offending key.
+    """
+    cfg = load_config(overrides=config or {})
+    t = {**RUN_DEFAULTS, **cfg["train"]}
+    for key in ("epochs", "batchsize", "dropevery", "keep_checkpoints", "workers", "max_queue_size"):
+        _positive(t, key, int)
+    for key in ("learningrate", "dropfactor"):
+        _positive(t, key, float)
+    for key in ("steps_per_epoch", "validation_steps"):
+        if t[key] is not None:
+            _positive(t, key, int)
+    t["seed"], t["start_epoch"] = int(t["seed"]), int(t["start_epoch"])
+    if t["lr_schedule"] not in SCHEDULES:
+        raise InputError(f"train.lr_schedule: expected one of {SCHEDULES}, got {t['lr_schedule']!r}")
+    if t["mixed_precision"] not in PRECISIONS:
+        raise InputError(f"train.mixed_precision: expected bf16, fp16 or none, got {t['mixed_precision']!r}")
+    if t["sample_weights"] not in (None, "yaw_balanced"):
+        raise InputError(f"train.sample_weights: expected yaw_balanced or none, got {t['sample_weights']!r}")
+    if not isinstance(t["model_options"], dict):
+        raise InputError("train.model_options: expected a JSON object of build_model options")
+    if t["hdf5dir"]:
+        d = Path(t["hdf5dir"]).expanduser().resolve()
+        if not d.is_dir():
+            raise InputError(f"--hdf5dir {d}: folder not found")
+        t["hdf5dir"] = str(d)
+        t["train_files"] = t["train_files"] or [str(d / "train.hdf5")]
+        if t["val_files"] is None and (d / "val.hdf5").exists():
+            t["val_files"] = [str(d / "val.hdf5")]
+    t["train_files"], t["val_files"] = _paths(t["train_files"]), _paths(t["val_files"])
+    if not t["train_files"]:
+        raise InputError("training data: give --hdf5dir (with train.hdf5) or --train FILE [FILE ...]")
+    model = str(t["model"])
+    if model.endswith(".keras") or os.sep in model:
+        model = str(Path(model).expanduser().resolve())
+        if not Path(model).is_file():
+            raise ModelFileError(f"--model {model}: checkpoint not found")
+    t["model"] = model
+    if t["init"]:
+        t["init"] = str(Path(t["init"]).expanduser().resolve())
+    t["output"] = str(Path(t["output"] or Path("runs") / Path(model).stem).expanduser().resolve())
+    cfg["train"] = t
+    cfg["augment"] = AugmentConfig.from_dict(cfg.get("augment")).to_dict()
+    return to_jsonable(cfg)
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``section.key: old -> new`` for every training-relevant key that differs."""
+    diffs = []
+    for sec in ("train", "augment", "geometry"):
+        a, b = old.get(sec, {}), new.get(sec, {})
+        for key in sorted(set(a) | set(b)):
+            if sec == "train" and key in FREE_KEYS:
+                continue
+            if a.get(key) != b.get(key):
+                diffs.append(f"{sec}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return diffs
+
+
+def learning_rate_at(epoch: int, t: dict) -> float:
+    """Learning rate of (0-based) ``epoch``: step halving every ``dropevery`` or cosine to 0."""
+    lr0 = float(t["learningrate"])
+    if t["lr_schedule"] == "step":
+        return lr0 * float(t["dropfactor"]) ** (epoch // int(t["dropevery"]))
+    return lr0 * 0.5 * (1.0 + math.cos(math.pi * min(epoch, t["epochs"]) / t["epochs"]))
+
+
+# ---- pieces -----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def precision_policy(mode: str | None) -> Iterator[None]:
+    """Set the global Keras dtype policy for the run and restore the previous one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[mode])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def make_datasets(cfg: dict, epoch: int) -> tuple[AugmentedDataset, AugmentedDataset | None]:
+    t = cfg["train"]
+    io_opts = dict(workers=t["workers"], use_multiprocessing=bool(t["use_multiprocessing"]) and t["workers"] > 1,
+                   max_queue_size=t["max_queue_size"])
+    augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["augment"].items()})
+    if not t["augment"]:
+        augment = AugmentConfig.disabled()
+    train_ds = AugmentedDataset(t["train_files"], batch_size=t["batchsize"], mode="train", augment=augment,
+                                seed=t["seed"], epoch=epoch, max_batches=t["steps_per_epoch"], **io_opts)
+    if t["sample_weights"] == "yaw_balanced":
+        yaw = train_ds.source.read_batch(range(train_ds.n_samples))["yaw"]
+        train_ds.sample_weight = yaw_balanced_weights(yaw)
+    val_ds = None
+    if t["val_files"]:
+        val_ds = AugmentedDataset(t["val_files"], batch_size=t["batchsize"], mode="val",
+                                  max_batches=t["validation_steps"], **io_opts)
+        if val_ds.layout is not None and train_ds.layout is not None and val_ds.layout != train_ds.layout:
+            raise InputError(f"{t['val_files'][0]}: UV layout differs from the training file's")
+    return train_ds, val_ds
+
+
+def build_network(t: dict) -> keras.Model:
+    """The network named by ``train.model`` (architecture name, or a ``.keras`` file to continue)."""
+    model = t["model"]
+    if model.endswith(".keras"):
+        import prnet_keras.model  # noqa: F401  (registers custom objects)
+
+        try:
+            return keras.saving.load_model(model, compile=False)
+        except (OSError, ValueError) as exc:
+            raise ModelFileError(f"--model {model}: cannot load ({exc})") from None
+    from prnet_keras.model import build_model
+
+    return build_model(model, **t["model_options"])
+
+
+def initialise_weights(model: keras.Model, path: str) -> None:
+    """Start weights from an official TF1 checkpoint prefix, a ``.keras`` or a ``.weights.h5``."""
+    if path.endswith(".keras") or path.endswith(".weights.h5"):
+        if not Path(path).is_file():
+            raise ModelFileError(f"--init {path}: file not found")
+        try:
+            model.load_weights(path)
+        except ValueError as exc:
+            raise ModelFileError(f"--init {path}: weights do not fit the model ({exc})") from None
+        return
+    from prnet_keras.model.checkpoint import load_official_checkpoint
+
+    load_official_checkpoint(model, path)
+
+
+def compile_network(model: keras.Model, t: dict, layout: Any) -> None:
+    from prnet_keras.model import LandmarkNME, get_loss
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(t["learningrate"])),
+        loss=get_loss(t["lossfunct"], weight_mask=layout.weight_mask, resolution=layout.resolution),
+        metrics=[LandmarkNME(layout.uv_kpt_ind, resolution=layout.resolution, name="nme")],
+        jit_compile=bool(t["jit_compile"]),
+    )
+
+
+def restore_checkpoint(model: keras.Model, path: Path) -> None:
+    """Load weights *and* optimizer state (the optimizer must be built first)."""
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(path)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: checkpoint does not fit the configured model ({exc})") from None
+
+
+# ---- entry ------------------------------------------------------------------------------------
+def _check_resumable(run_dir: Path, cfg: dict, state: dict) -> None:
+    import json
+
+    recorded_path = run_dir / "config.json"
+    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else {}
+    diffs = config_differences(recorded, cfg)
+    if diffs and not cfg["train"]["force"]:
+        raise InputError(
+            f"{run_dir}: holds a run ({state['completed_epochs']} epochs done) started with different arguments: "
+            + "; ".join(diffs) + ". Use --force to continue it with the new ones, or another --output")
+    if diffs:
+        _log("--force: continuing with changed arguments: " + "; ".join(diffs))
+
+
+def train(config: dict) -> Path:
+    """Train (or resume) a PRNet model; returns the run folder.
+
+    Writes into ``train.output``: ``epoch_NNNN.keras`` (last ``keep_checkpoints``),
+    ``best_eval_loss.keras``, ``best_nme.keras``, ``run_state.json``, ``training_log.csv``,
+    ``loss.png``, ``nme.png``, ``config.json`` (resolved configuration), ``uv_layout.npz``
+    and, with ``tensorboard``, ``tensorboard/``.
+    """
+    cfg = resolve_config(config)
+    t = cfg["train"]
+    run_dir = Path(t["output"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(run_dir)
+    state = read_state(run_dir)
+    if t["resume"] and state is None:
+        raise InputError(f"--resume: {run_dir} holds no completed epoch to resume from")
+    if state is not None:
+        _check_resumable(run_dir, cfg, state)
+    initial_epoch = state["completed_epochs"] if state else t["start_epoch"]
+    if initial_epoch >= t["epochs"]:
+        _log(f"{run_dir}: all {t['epochs']} epochs already done")
+        return run_dir
+    keras.utils.set_random_seed(t["seed"] + initial_epoch)
+    train_ds, val_ds = make_datasets(cfg, initial_epoch)
+    layout = train_ds.layout
+    if layout is None:
+        raise InputError(f"{t['train_files'][0]}: the dataset carries no UV layout")
+    layout.save(run_dir / "uv_layout.npz")
+    plan = plan_distribution(t["distribute"])
+    write_json(run_dir / "config.json", cfg)
+    _log(f"{'resuming after epoch ' + str(initial_epoch) if state else 'starting at epoch ' + str(initial_epoch)}"
+         f" of {t['epochs']}: {train_ds.n_samples} training samples, {len(train_ds)} batches/epoch"
+         f"{', ' + str(val_ds.n_samples) + ' validation samples' if val_ds else ''}; {plan.detail}")
+    with precision_policy(t["mixed_precision"]), plan.scope():
+        model = build_network(t)
+        if not state and t["init"]:
+            initialise_weights(model, t["init"])
+        compile_network(model, t, layout)
+        if state:
+            restore_checkpoint(model, run_dir / state["checkpoint"])
+        callbacks = [
+            keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, t)),
+            RunRecorder(run_dir, keep=t["keep_checkpoints"], state=state,
+                        monitor_loss="val_loss" if val_ds else "loss", monitor_nme="val_nme" if val_ds else "nme",
+                        run_info={"start_epoch": initial_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                  "distribution": plan.to_dict()}),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        if t["tensorboard"]:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        verbose = t["verbose"] if t["verbose"] != "auto" else (1 if sys.stdout.isatty() else 2)
+        model.fit(train_ds, validation_data=val_ds, epochs=t["epochs"], initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=verbose)
+    return run_dir
