@@ -18,7 +18,7 @@ def grid_mesh(nx: int, ny: int) -> np.ndarray:
 def make_tiny_model(nx: int = 12, ny: int = 14, seed: int = 0) -> MorphableModel:
     """A 12 × 14 vertex bump surface with UV = its grid position, small random bases.
 
-    Keypoints are 68 distinct interior-ish vertices; regions mark a 'nose' patch in the
+    Keypoints are 68 distinct interior vertices; regions mark a 'nose' patch in the
     middle and 'eye' / 'mouth' rows so the weight mask has every level.
     """
     rng = np.random.default_rng(seed)
@@ -33,9 +33,10 @@ def make_tiny_model(nx: int = 12, ny: int = 14, seed: int = 0) -> MorphableModel
         return q.astype(np.float32)
 
     uv = np.stack([u.ravel(), v.ravel()], 1)
-    kpt = rng.choice(n, 68, replace=False)
     rows = np.repeat(np.arange(ny), nx)
     cols = np.tile(np.arange(nx), ny)
+    interior = np.flatnonzero((rows > 0) & (rows < ny - 1) & (cols > 0) & (cols < nx - 1))
+    kpt = rng.choice(interior, 68, replace=False)
     regions = {
         "nose": (np.abs(rows - ny // 2) <= 1) & (np.abs(cols - nx // 2) <= 1),
         "eye": rows == ny - 3,
