@@ -1,0 +1,173 @@
+"""prnet-predict / load_model.py: reconstruct faces from images and write meshes, landmarks, pose, ...
+
+    python load_model.py --image face.jpg --model run/model.keras --output out/
+    python load_model.py --input-dir photos/ --model run/model.keras --outputs obj,kpt,pose,figure
+
+Exit status: 0 when every image gave at least one face, 1 when some images were skipped
+(unreadable, no face: one line each on stderr), 2 on a usage / model error (one line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from prnet_keras.config import section
+from prnet_keras.errors import InputError, PRNetError
+
+DEFAULT_OUTPUTS = "obj,kpt,pose"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from prnet_keras.inference.writers import OUTPUTS
+
+    cfg = section("inference")
+    p = argparse.ArgumentParser(prog="prnet-predict", description="PRNet face reconstruction from images.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="one image file")
+    src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")
+    p.add_argument("--model", type=Path, required=True, help=".keras file, SavedModel folder or official checkpoint prefix")
+    p.add_argument("--uv-data", type=Path, default=None,
+                   help="UV layout: official uv-data folder or .npz (default: found beside the model)")
+    p.add_argument("--output", type=Path, default=Path("output"), help="output folder (default: ./output)")
+    p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"comma list of {','.join(OUTPUTS)} (default {DEFAULT_OUTPUTS})")
+    p.add_argument("--detector", choices=("mtcnn", "opencv", "dlib", "none"), default=cfg["detector"],
+                   help="face detector; 'none' uses the whole image (or --bbox) as the face box")
+    p.add_argument("--bbox", default=None, help="face box 'left,top,right,bottom' in pixels (skips detection)")
+    p.add_argument("--min-confidence", type=float, default=cfg["min_confidence"], help="MTCNN score threshold")
+    p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
+    p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
+    p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
+    p.add_argument("--mat-type", choices=("normal", "dotnet"), default="normal", help=".mat array layout")
+    p.add_argument("--show", action="store_true", help="open interactive open3d viewers (needs a display)")
+    p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
+    return p
+
+
+def parse_outputs(text: str) -> list[str]:
+    from prnet_keras.inference.writers import OUTPUTS
+
+    items = [o.strip().lower() for o in text.split(",") if o.strip()]
+    bad = [o for o in items if o not in OUTPUTS]
+    if bad or not items:
+        raise InputError(f"--outputs: unknown {', '.join(bad) or '(empty)'}; expected some of {', '.join(OUTPUTS)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_bbox(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        box = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"--bbox: expected 'left,top,right,bottom' with right > left and bottom > top, got {text!r}")
+    return box
+
+
+def process_images(
+    paths: Sequence[Path], predictor: Any, out_dir: Path, outputs: list[str], root: Path | None = None,
+    detector: str = "mtcnn", bbox: list[float] | None = None, batch: int = 8, texture_size: int | None = None,
+    visibility_mask: bool = False, mat_type: str = "normal", log=print, keep_faces: bool = False,
+) -> dict[str, Any]:
+    """Run the predictor over ``paths`` in batches and write the outputs; bad images are skipped.
+
+    Faces go to ``out_dir/<relative folder>/<image stem>_<k>*``. Returns a summary dict:
+    images, faces, written (paths), skipped [(path, reason)], faces_by_image, and with
+    ``keep_faces`` the Face objects (for viewers; otherwise they are dropped as written).
+    """
+    from prnet_keras.inference.images import load_image
+    from prnet_keras.inference.writers import write_face_outputs
+
+    summary: dict[str, Any] = {"images": 0, "faces": 0, "written": [], "skipped": [], "faces_by_image": {}}
+    whole_image = detector == "none" and bbox is None
+    for start in range(0, len(paths), max(1, batch)):
+        chunk, images = [], []
+        for p in paths[start:start + batch]:
+            try:
+                images.append(load_image(p))
+                chunk.append(p)
+            except InputError as exc:
+                summary["skipped"].append((str(p), str(exc)))
+                log(f"skip: {exc}")
+        if not chunk:
+            continue
+        boxes = None
+        if bbox is not None or whole_image:
+            boxes = [bbox if bbox is not None else [0, 0, im.shape[1] - 1, im.shape[0] - 1] for im in images]
+        results = predictor.predict_batch(images, boxes=boxes, detector=None if detector == "none" else detector)
+        for p, faces in zip(chunk, results):
+            summary["images"] += 1
+            rel = p.relative_to(root).parent if root is not None else Path()
+            summary["faces_by_image"][str(p)] = len(faces)
+            if not faces:
+                summary["skipped"].append((str(p), "no face found"))
+                log(f"skip: {p}: no face found")
+                continue
+            for k, face in enumerate(faces):
+                summary["written"] += write_face_outputs(face, out_dir / rel, f"{p.stem}_{k}", outputs,
+                                                         texture_size, visibility_mask, mat_type)
+                summary["faces"] += 1
+                if keep_faces:
+                    summary.setdefault("face_objects", []).append(face)
+    return summary
+
+
+def _show(faces: list[Any]) -> None:
+    from prnet_keras.viz.viewers import show_mesh, show_point_cloud
+
+    for face in faces:
+        show_mesh(face.camera_vertices, face.triangles, face.colors)
+        show_point_cloud(face.camera_vertices, face.colors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        outputs = parse_outputs(args.outputs)
+        bbox = parse_bbox(args.bbox)
+        if args.batch < 1:
+            raise InputError(f"--batch: expected >= 1, got {args.batch}")
+        if args.image is not None:
+            from prnet_keras.inference.images import load_image
+
+            load_image(args.image)  # fail fast, before loading the model, on an unreadable image
+            paths, root = [args.image], None
+        else:
+            from prnet_keras.inference.images import list_images
+
+            paths, root = list_images(args.input_dir), args.input_dir
+            if not paths:
+                raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
+        if bbox is not None and len(paths) > 1:
+            raise InputError("--bbox: applies to one image; use it with --image")
+        if not args.model.exists() and not Path(str(args.model) + ".index").exists():
+            raise InputError(f"--model {args.model}: file not found")
+        detector = args.detector
+        if detector != "none" and bbox is None:
+            from prnet_keras.inference.detect import get_detector
+
+            get_detector(detector, args.min_confidence)  # unavailable detector: one clear line, before the model
+        if args.cpu:
+            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+        from prnet_keras.inference.predictor import Predictor
+
+        try:
+            predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence)
+        except ImportError as exc:
+            raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
+        summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
+                                 args.texture_size, args.visibility_mask, args.mat_type,
+                                 log=lambda m: print(m, file=sys.stderr), keep_faces=args.show)
+    except PRNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
+          f"{args.output}, {len(summary['skipped'])} skipped")
+    if args.show and summary.get("face_objects"):
+        _show(summary["face_objects"])
+    return 0 if not summary["skipped"] else 1
