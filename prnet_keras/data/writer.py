@@ -75,9 +75,8 @@ def append_rows(f: h5py.File, rows: Sequence[dict[str, Any]], skipped: Sequence[
         elif h5py.check_string_dtype(d.dtype) is not None:
             d[n0:] = [str(row[key]) for row in rows]
         elif h5py.check_vlen_dtype(d.dtype) is not None:
-            arr = np.empty(n, object)
-            arr[:] = [np.asarray(row[key], np.uint8) for row in rows]
-            d[n0:] = arr
+            for i, row in enumerate(rows):  # one by one: h5py mis-broadcasts a 1-row object array
+                d[n0 + i] = np.asarray(row[key], np.uint8).reshape(-1)
         else:
             d[n0:] = np.stack([np.asarray(row[key]) for row in rows]) if d.ndim > 1 else [row[key] for row in rows]
     g = f["skipped"]
@@ -108,6 +107,9 @@ def concat_files(inputs: Iterable[str | os.PathLike], out: h5py.File) -> None:
                     for i in range(n):
                         mask, chunk = s.id.read_direct_chunk((i,) + zeros)
                         d.id.write_direct_chunk((n0 + i,) + zeros, chunk, mask)
+                elif n and h5py.check_vlen_dtype(d.dtype) is not None and h5py.check_string_dtype(d.dtype) is None:
+                    for i, value in enumerate(s[:]):  # one by one: h5py mis-broadcasts a 1-row object array
+                        d[n0 + i] = value
                 elif n:
                     d[n0:] = s[:]
             sk = src["skipped"]
