@@ -4,10 +4,12 @@ from prnet_keras.geometry.crop import (
     apply_transform, crop_to_image, crop_transform, detector_crop, keypoint_box, training_crop,
     transform_scale, vertices_to_crop,
 )
-from prnet_keras.geometry.morphable import MorphableModel, load_face3d_bfm, load_mean_bfm, load_morphable_model, save_face3d_bfm
+from prnet_keras.geometry.morphable import (
+    MorphableModel, load_face3d_bfm, load_mean_bfm, load_morphable_model, save_face3d_bfm,
+)
 from prnet_keras.geometry.pose import (
-    angles_to_rotation, camera_matrix, estimate_pose, from_image, make_pose_para, orthographic_project, parse_pose_para, pose_vertices, rotation_to_angles,
-    similarity_transform, to_image, umeyama,
+    angles_to_rotation, camera_matrix, estimate_pose, from_image, make_pose_para, orthographic_project,
+    parse_pose_para, pose_vertices, rotation_to_angles, similarity_transform, to_image, umeyama,
 )
 from prnet_keras.geometry.raster import (
     UVRenderPlan, rasterize, render_depth, render_shaded, render_uv_map, uv_pixel_coords, uv_render_plan, vertex_normals,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from prnet_keras import RESOLUTION
+from prnet_keras.errors import InputError
 
 
 def keypoint_box(kpts_xy: np.ndarray) -> tuple[np.ndarray, float]:
@@ -16,7 +17,12 @@ def keypoint_box(kpts_xy: np.ndarray) -> tuple[np.ndarray, float]:
 
     old_size = ((r - l) + (b - t)) / 2, the mean side length, as in PRNet's data code.
     """
-    k = np.asarray(kpts_xy, dtype=np.float64)[:, :2]
+    k = np.asarray(kpts_xy, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] < 2 or k.shape[1] < 2:
+        raise InputError(f"keypoints: expected an (n >= 2, 2|3) array, got shape {k.shape}")
+    k = k[:, :2]
+    if not np.all(np.isfinite(k)):
+        raise InputError("keypoints: contain NaN or inf")
     lo, hi = k.min(0), k.max(0)
     centre = (lo + hi) / 2.0
     old = ((hi[0] - lo[0]) + (hi[1] - lo[1])) / 2.0
@@ -49,7 +55,10 @@ def detector_crop(box_ltrb: np.ndarray, scale: float = 1.6, center_shift: float 
     Official PRNet: size = 1.6·old; for dlib boxes the centre moves down 0.14·old and the
     scale is 1.58.
     """
-    l, t, r, b = (float(v) for v in np.asarray(box_ltrb).reshape(4))
+    box = np.asarray(box_ltrb, dtype=np.float64).reshape(-1)
+    if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"face box: expected [left, top, right, bottom] with right > left, bottom > top, got {box.tolist()}")
+    l, t, r, b = (float(v) for v in box)
     old = ((r - l) + (b - t)) / 2.0
     centre = np.array([(l + r) / 2.0, (t + b) / 2.0 + center_shift * old])
     return centre, scale * old
@@ -57,6 +66,8 @@ def detector_crop(box_ltrb: np.ndarray, scale: float = 1.6, center_shift: float 
 
 def crop_transform(centre: np.ndarray, size: float, resolution: int = RESOLUTION) -> np.ndarray:
     """3x3 T mapping the square centre ± size/2 onto [0, resolution-1]² (k = (res-1)/size)."""
+    if not (np.isfinite(size) and size > 0):
+        raise InputError(f"crop size: expected a positive number of pixels, got {size}")
     k = (resolution - 1) / float(size)
     cx, cy = (float(v) for v in np.asarray(centre).reshape(2))
     left, top = cx - size / 2.0, cy - size / 2.0

@@ -133,3 +133,14 @@ def test_crop_transform_maps_square_onto_crop_and_inverts():
     np.testing.assert_allclose(crop.crop_to_image(c, t), pts, atol=1e-4)
     v = crop.vertices_to_crop(pts, t)
     assert v[:, 2].min() == 0.0 and v[0, 2] - v[1, 2] == pytest.approx(25.0)
+
+
+def test_crop_input_errors():
+    with pytest.raises(InputError, match="keypoints"):
+        crop.keypoint_box(np.array([[np.nan, 1.0], [2.0, 3.0]]))
+    with pytest.raises(InputError, match="keypoints"):
+        crop.training_crop(np.zeros((1, 2)))
+    with pytest.raises(InputError, match="face box"):
+        crop.detector_crop([10, 10, 5, 20])
+    with pytest.raises(InputError, match="crop size"):
+        crop.crop_transform([0.0, 0.0], 0.0)
