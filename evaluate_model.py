@@ -1,0 +1,3 @@
+from prnet_keras.cli.evaluate_model import main
+
+raise SystemExit(main())
