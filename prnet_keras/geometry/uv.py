@@ -167,31 +167,27 @@ class UVLayout:
     ) -> "UVLayout":
         """Derive a layout from a morphable model's UV coordinates.
 
-        face mask = pixels covered by the face triangles in UV space (or a given mask
-        array / PNG); uv_kpt_ind = rounded UV pixel of each kpt_ind vertex; weight mask =
-        16 at the landmark pixels, 4 on the nose/eye/mouth regions, 3 on the rest of the
-        face, 0 outside; canonical vertices = the model's mean face at the face pixels.
+        face mask = pixels covered by the face triangles in UV space (or a given (R, R) mask
+        array / PNG, non-zero = face); uv_kpt_ind = rounded UV pixel of each kpt_ind vertex;
+        weight mask = 16 at the landmark pixels, 4 on the nose/eye/mouth regions, 3 on the
+        rest of the face, 0 outside (stored / 16); canonical vertices = the model's centred
+        mean face (model frame, y up) at the face pixels (0 where a user mask goes beyond the
+        UV footprint).
         """
         uv_px = uv_pixel_coords(model.uv_coords, resolution)
-        tri = model.triangles
-        ones = np.ones((model.n_vertices, 1), np.float32)
-        footprint = render_uv_map(uv_px, tri, ones, resolution)[..., 0] > 0
-        if face_mask is None:
-            mask = footprint
-        else:
-            mask = _load_mask(face_mask, resolution)
-        kpt = np.rint(uv_px[model.kpt_ind]).astype(np.int64).T
-        kpt = np.clip(kpt, 0, resolution - 1)
-        labels = model.region_labels().astype(np.float32)[:, None]
-        region_map = render_uv_map(uv_px, tri, labels, resolution)[..., 0]
-        weight = np.where(mask, WEIGHT_FACE, 0.0).astype(np.float32)
-        # Interpolated labels are fractional on region borders: any share of a region counts.
-        weight[mask & (region_map > 0.5)] = WEIGHT_REGION
-        weight[kpt[1], kpt[0]] = WEIGHT_KPT
         mean = model.vertices()
-        mean = mean - mean.mean(0, keepdims=True)
-        canon_map = render_uv_map(uv_px, tri, mean, resolution)
-        canonical = canon_map.reshape(-1, 3)[np.flatnonzero(mask.reshape(-1))]
+        regions = np.stack([model.region_labels() == k for k in (1, 2, 3)], 1).astype(np.float32)
+        # One render of [coverage, 3 region indicators, centred mean face] (7 channels).
+        attr = np.concatenate([np.ones((model.n_vertices, 1), np.float32), regions, mean - mean.mean(0)], 1)
+        maps = render_uv_map(uv_px, model.triangles, attr, resolution)
+        mask = maps[..., 0] > 0 if face_mask is None else _load_mask(face_mask, resolution)
+        kpt = np.clip(np.rint(uv_px[model.kpt_ind]).astype(np.int64).T, 0, resolution - 1)
+        weight = np.where(mask, WEIGHT_FACE, 0.0).astype(np.float32)
+        # A pixel is in eyes/nose/mouth when its whole triangle is (indicator interpolates to 1):
+        # on the BFM this matches the official weight mask best (IoU 0.96 vs 0.91 for "any share").
+        weight[mask & (maps[..., 1:4].max(-1) > 1.0 - 1e-4)] = WEIGHT_REGION
+        weight[kpt[1], kpt[0]] = WEIGHT_KPT
+        canonical = maps[..., 4:7].reshape(-1, 3)[np.flatnonzero(mask.reshape(-1))]
         return cls(resolution, mask, kpt, weight, grid_triangles(mask), canonical, source=f"model:{model.name}")
 
     @classmethod

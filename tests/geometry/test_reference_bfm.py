@@ -104,3 +104,12 @@ def test_visibility_of_frontal_face(mean_bfm, aflw_samples):
     vis = vertex_visibility(v_img, mean_bfm.all_triangles, 450, 450)
     assert vis[mean_bfm.kpt_ind[17:]].all()  # brows, eyes, nose, mouth
     assert 0.6 < vis.mean() < 0.95  # the back of the ears and under the chin are hidden
+
+
+def test_derived_weight_regions_match_official(derived_layout, official_layout):
+    face = official_layout.face_mask
+    ours = (np.rint(derived_layout.weight_mask * 16) == 4) & face
+    theirs = (np.rint(official_layout.weight_mask * 255) == 64) & face
+    iou = (ours & theirs).sum() / (ours | theirs).sum()
+    print(f"eyes-nose-mouth weight region: derived {ours.sum()} px, official {theirs.sum()} px, IoU {iou:.3f}")
+    assert iou > 0.94
