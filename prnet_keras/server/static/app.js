@@ -224,7 +224,9 @@ function make2D(canvas) {
 function renderer() {
   if (!state.renderer) {
     let r = null;
-    try { r = makeWebGL($("mesh")); } catch (e) { r = null; }
+    // ?renderer=2d forces the fallback (also how the tests exercise it)
+    const force2d = new URLSearchParams(location.search).get("renderer") === "2d";
+    if (!force2d) { try { r = makeWebGL($("mesh")); } catch (e) { r = null; } }
     state.renderer = r || make2D($("mesh"));
     $("renderer").textContent = `renderer: ${state.renderer.name}`;
     document.body.dataset.renderer = state.renderer.name === "WebGL" ? "webgl" : "2d";
