@@ -65,7 +65,9 @@ class Predictor:
         if hasattr(network, "predict") and hasattr(network, "layout"):
             self._forward = network.predict  # model.io.Network: already crop pixels
         elif _is_keras_model(network):
-            self._forward = lambda x: np.asarray(network.predict(x, verbose=0)) * LABEL_SCALE
+            # Direct call, not .predict(): predict() builds a data pipeline per call (~10+ ms),
+            # which dominates at the small batches of interactive use.
+            self._forward = lambda x: np.asarray(network(x, training=False)) * LABEL_SCALE
         elif callable(network):
             self._forward = network
         else:

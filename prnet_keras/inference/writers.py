@@ -22,6 +22,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import vertex_normals
 from prnet_keras.inference.postprocess import Face
+from prnet_keras.inference.textfmt import format_rows
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, to_jsonable
 
 OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv", "figure")
@@ -38,29 +39,20 @@ def _mesh_vertices(face: Face, frame: str) -> np.ndarray:
     raise InputError(f"frame: expected 'camera' or 'image', got {frame!r}")
 
 
-def _fmt_rows(fmt: str, rows: np.ndarray) -> str:
-    # One big %-format is ~10x faster than np.savetxt for 44k rows.
-    rows = np.asarray(rows)
-    return (fmt * rows.shape[0]) % tuple(rows.ravel().tolist()) if rows.size else ""
-
-
 def obj_text(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
              uvs: np.ndarray | None = None, header: str = "", mtl: str | None = None) -> str:
     """Wavefront OBJ text: ``v x y z [r g b]`` (colours in [0, 1]), optional ``vt``, 1-based faces."""
     lines = [f"# {line}\n" for line in header.splitlines()]
     if mtl:
         lines.append(f"mtllib {mtl}\nusemtl material_0\n")
-    if colors is not None:
-        body = _fmt_rows("v %.4f %.4f %.4f %.4f %.4f %.4f\n", np.hstack([vertices, colors]).astype(np.float64))
-    else:
-        body = _fmt_rows("v %.4f %.4f %.4f\n", np.asarray(vertices, np.float64))
-    lines.append(body)
+    v = np.asarray(vertices, np.float64)
+    lines.append(format_rows(np.hstack([v, np.asarray(colors, np.float64)]) if colors is not None else v, "v", 4))
     tri = np.asarray(triangles, np.int64) + 1
     if uvs is not None:
-        lines.append(_fmt_rows("vt %.6f %.6f\n", np.asarray(uvs, np.float64)))
-        lines.append(_fmt_rows("f %d/%d %d/%d %d/%d\n", np.repeat(tri, 2, axis=1)))
+        lines.append(format_rows(np.asarray(uvs, np.float64), "vt", 6))
+        lines.append(format_rows(np.repeat(tri, 2, axis=1), "f", None, seps=" / / /"))
     else:
-        lines.append(_fmt_rows("f %d %d %d\n", tri))
+        lines.append(format_rows(tri, "f", None))
     return "".join(lines)
 
 
@@ -203,7 +195,7 @@ def write_keypoints(face: Face, stem: str | os.PathLike) -> list[Path]:
     """``stem_kpt.txt`` (68 rows "x y z", image frame, y down, pixels) and ``stem_kpt.npy`` (68, 3) float32."""
     stem = Path(stem)
     txt = "# 68 landmarks, image frame: x right, y down, z toward viewer (pixels)\n"
-    txt += _fmt_rows("%.4f %.4f %.4f\n", face.keypoints.astype(np.float64))
+    txt += format_rows(face.keypoints.astype(np.float64), "", 4)
     p1 = stem.with_name(stem.name + "_kpt.txt")
     atomic_write_text(p1, txt)
     return [p1, write_npy(stem.with_name(stem.name + "_kpt.npy"), face.keypoints)]

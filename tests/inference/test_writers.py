@@ -120,3 +120,18 @@ def test_all_outputs(face, tmp_path):
 def test_unknown_output(face, tmp_path):
     with pytest.raises(InputError, match="unknown"):
         write_face_outputs(face, tmp_path, "x", ["obj", "stl"])
+
+
+def test_fast_text_formatting_matches_printf():
+    from prnet_keras.inference.textfmt import format_rows
+
+    rng = np.random.default_rng(3)
+    vals = np.concatenate([rng.normal(0, 300, (500, 3)), rng.uniform(-1, 1, (500, 3)) * 1e-3])
+    vals = vals[np.abs(vals).min(1) >= 1e-4]  # "%.4f" prints tiny negatives as -0.0000; we print 0.0000
+    assert format_rows(vals, "v", 4) == ("v %.4f %.4f %.4f\n" * len(vals)) % tuple(vals.ravel())
+    assert format_rows(vals[:, :2], "", 6) == ("%.6f %.6f\n" * len(vals)) % tuple(vals[:, :2].ravel())
+    ints = rng.integers(-5, 100000, (300, 6))
+    assert format_rows(ints, "f", None, " / / /") == ("f %d/%d %d/%d %d/%d\n" * 300) % tuple(ints.ravel())
+    odd = np.array([[np.nan, 1.0], [2e15, -3.0]])  # fallback path
+    assert format_rows(odd, "p", 2) == "p nan 1.00\np 2000000000000000.00 -3.00\n"
+    assert format_rows(np.zeros((0, 3)), "v") == ""

@@ -1,0 +1,185 @@
+"""Benchmark: per-image inference latency split and batch throughput (CPU; GPU when present).
+
+Stages per image (median over --repeats iterations of the whole pipeline):
+detect (MTCNN), crop (warp to 256²), network (batch 1; resfcn256 and light, untrained
+weights: timing only), post-processing (mesh, 68 landmarks, colours, visibility, pose,
+depth image, UV texture with visibility mask), writing (obj, ply, mat, kpt, pose, depth,
+texture, uv files). Post-processing and writing run on a *realistic* position map (a
+ground-truth map of a posed face: the untrained network's flat output would make the
+mesh degenerate and the rasteriser trivially fast). Scene: an AFLW2000-3D photo with the
+official UV layout and the mean BFM when the reference data is present, else a synthetic
+sample with the synthetic model's layout.
+
+Writes bench/results/inference.json; the last line is
+``inference ms_net=<median resfcn256 batch-1> ms_total=<median whole image -> files>``.
+
+Usage: python bench/bench_inference.py [--repeats 15] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from prnet_keras.utils import reference_data_dir, write_json  # noqa: E402
+
+WRITE_OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv")
+
+
+def environment() -> dict:
+    import cv2
+    import keras
+    import numba
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return {
+        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
+        "tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
+        "opencv": cv2.__version__, "numba": numba.__version__, "gpus": gpus,
+    }
+
+
+def scene() -> dict:
+    """Image (RGB), realistic crop-pixel GT map, its transform, the UV layout, and a description."""
+    from prnet_keras.geometry import (
+        UVLayout, crop_transform, load_mean_bfm, pose_vertices, render_uv_map, training_crop, uv_pixel_coords,
+        vertices_to_crop,
+    )
+    from prnet_keras.inference import load_image
+
+    ref = reference_data_dir()
+    if ref is not None:
+        import scipy.io
+
+        model = load_mean_bfm(ref / "bfm-mean")
+        layout = UVLayout.from_prnet_folder(ref / "prnet-uv-data")
+        image = load_image(ref / "aflw2000-3d" / "image00050.jpg")
+        pose = scipy.io.loadmat(ref / "aflw2000-3d" / "image00050.mat")["Pose_Para"]
+        v = pose_vertices(model.vertices(), pose, image.shape[0])
+        t = crop_transform(*training_crop(v[model.kpt_ind], None, 1.5))
+        pm = render_uv_map(uv_pixel_coords(model.uv_coords, 256), model.triangles, vertices_to_crop(v, t), 256)
+        return {"image": image, "map": pm, "transform": t, "layout": layout,
+                "what": "AFLW2000-3D image00050 (450x450), official UV layout, mean-BFM GT map"}
+    from prnet_keras.data.gt import make_ground_truth
+    from prnet_keras.data.synth import generate_dataset
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+
+    model = build_synthetic_model(seed=0, density="bfm")
+    layout = UVLayout.from_model(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        jpg = [p for p in generate_dataset(tmp, "aflw2000", count=1, seed=0) if p.suffix == ".jpg"][0]
+        image = load_image(jpg)
+        mat = scipy_loadmat(jpg.with_suffix(".mat"))
+    gt = make_ground_truth(model, layout, image, mat)
+    return {"image": image, "map": gt["position_map"], "transform": gt["transform"], "layout": layout,
+            "what": f"synthetic AFLW-layout sample {image.shape[1]}x{image.shape[0]}, synthetic BFM-density layout"}
+
+
+def scipy_loadmat(path):
+    import scipy.io
+
+    return scipy.io.loadmat(path)
+
+
+def median_ms(samples: list[float]) -> float:
+    return round(1000.0 * statistics.median(samples), 2)
+
+
+def time_network(model, batch: int, repeats: int) -> list[float]:
+    x = np.random.default_rng(0).random((batch, 256, 256, 3), dtype=np.float32)
+    for _ in range(2):
+        np.asarray(model(x, training=False))  # warm-up / tracing
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.asarray(model(x, training=False))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def pipeline(sc: dict, net_model, repeats: int, out_dir: Path) -> dict[str, list[float]]:
+    """Whole image -> files, stage by stage, ``repeats`` times."""
+    from prnet_keras.inference import Predictor, face_from_position_map, get_detector
+    from prnet_keras.inference.detect import Detection
+    from prnet_keras.inference.writers import write_face_outputs
+
+    layout, image = sc["layout"], sc["image"]
+    pred = Predictor(net_model, layout, batch_size=1)
+    detector = get_detector("mtcnn")
+    detector(image)  # warm-up
+    stages: dict[str, list[float]] = {k: [] for k in ("detect", "crop", "network", "postprocess", "write", "total")}
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        dets = detector(image)
+        t1 = time.perf_counter()
+        det = dets[0] if dets else Detection(np.array([100.0, 100.0, 350.0, 350.0]), None, "box")
+        crop, _ = pred.crop(image, det)
+        t2 = time.perf_counter()
+        pred.run_network(crop[None])
+        t3 = time.perf_counter()
+        # realistic map in place of the untrained output (see module docstring)
+        face = face_from_position_map(sc["map"], sc["transform"], layout, image)
+        _ = face.vertices, face.keypoints, face.colors, face.visibility, face.pose, face.depth_image
+        face.texture(256, visibility_mask=True)
+        t4 = time.perf_counter()
+        write_face_outputs(face, out_dir, f"face{i}", WRITE_OUTPUTS, 256, True)
+        t5 = time.perf_counter()
+        for key, dt in zip(("detect", "crop", "network", "postprocess", "write", "total"),
+                           (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)):
+            stages[key].append(dt)
+    stages["faces_detected"] = [float(len(dets))]
+    return stages
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=16)
+    args = ap.parse_args()
+
+    from prnet_keras.model import build_model
+
+    env = environment()
+    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform")})
+    print("versions:", {k: env[k] for k in ("python", "numpy", "tensorflow", "keras", "opencv", "numba")}, "gpus:", env["gpus"])
+    sc = scene()
+    print("scene:", sc["what"], f"({sc['layout'].n_vertices} vertices, {len(sc['layout'].triangles)} triangles)")
+    results = {"environment": env, "scene": sc["what"], "repeats": args.repeats, "batch": args.batch,
+               "n_vertices": sc["layout"].n_vertices, "n_triangles": int(len(sc["layout"].triangles)), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("resfcn256", "light"):
+            model = build_model(name)
+            stages = pipeline(sc, model, args.repeats, Path(tmp))
+            per_image = {k: median_ms(v) for k, v in stages.items() if k != "faces_detected"}
+            batch_s = time_network(model, args.batch, max(3, args.repeats // 3))
+            ips = round(args.batch / statistics.median(batch_s), 1)
+            results["models"][name] = {"params": int(model.count_params()), "per_image_ms": per_image,
+                                       "faces_detected": int(stages["faces_detected"][0]),
+                                       f"batch{args.batch}_ms": median_ms(batch_s), "batch_images_per_s": ips}
+            print(f"{name}: " + " ".join(f"{k}={v}ms" for k, v in per_image.items()) +
+                  f" | batch {args.batch}: {median_ms(batch_s)} ms = {ips} images/s")
+    out = ROOT / "bench" / "results" / "inference.json"
+    write_json(out, results)
+    r = results["models"]["resfcn256"]["per_image_ms"]
+    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"inference ms_net={r['network']} ms_total={r['total']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
