@@ -27,7 +27,7 @@ import numpy as np
 
 from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
-from prnet_keras.data.gt import GroundTruthMaker, sample_rng, warp_crop
+from prnet_keras.data.gt import VERTEX_GROUP, GroundTruthMaker, sample_rng, warp_crop
 from prnet_keras.data.hdf5 import open_checked, read_attrs
 from prnet_keras.data.sources import SampleRef, decode_image, list_samples, load_mat_bytes, read_sample_bytes
 from prnet_keras.data.writer import append_rows, concat_files, create_file, encode_chunk, encode_jpeg
@@ -129,8 +129,8 @@ def _build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list
             skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
     now = time.perf_counter(); times["decode"] += now - clock; clock = now
     rows = []
-    for start in range(0, len(loaded), 16):  # one GEMM per group of samples
-        group = loaded[start:start + 16]
+    for start in range(0, len(loaded), VERTEX_GROUP):  # one GEMM per group of samples
+        group = loaded[start:start + VERTEX_GROUP]
         try:
             verts = maker.model_vertices([g[3] for g in group])
         except Exception:

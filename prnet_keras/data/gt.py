@@ -26,6 +26,9 @@ from prnet_keras.geometry import (
 )
 
 
+VERTEX_GROUP = 16  # samples per model GEMM
+
+
 def sample_rng(seed: int, name: str) -> np.random.Generator:
     """Per-sample generator from (seed, sample name): the same crop whatever the order,
     sharding, worker count or resume point."""
@@ -71,7 +74,17 @@ class GroundTruthMaker:
                     f"Shape_Para/Exp_Para: expected {self.model.n_shape}/{self.model.n_exp} coefficients "
                     f"for model {self.model.name!r}, got {f.shape_para.size}/{f.exp_para.size}"
                 )
-        return self.model.vertices_batch(np.stack([f.shape_para for f in fits]), np.stack([f.exp_para for f in fits]))
+        sp = np.stack([f.shape_para for f in fits])
+        ep = np.stack([f.exp_para for f in fits])
+        # Always GEMMs of exactly VERTEX_GROUP columns (zero-padded): BLAS picks kernels by
+        # shape (a 1-column product goes through GEMV), and the last bits of a vertex must not
+        # depend on which samples happen to share a group (shards, resume, skipped samples).
+        g = VERTEX_GROUP
+        pad = (-len(fits)) % g
+        sp = np.concatenate([sp, np.zeros((pad, sp.shape[1]), sp.dtype)])
+        ep = np.concatenate([ep, np.zeros((pad, ep.shape[1]), ep.dtype)])
+        out = [self.model.vertices_batch(sp[i:i + g], ep[i:i + g]) for i in range(0, len(sp), g)]
+        return np.concatenate(out)[: len(fits)]
 
     def image_vertices(self, vertices: np.ndarray, fit: Fit, image_height: int) -> np.ndarray:
         """Model-frame (n, 3) -> image frame (x, y pixels, y down, z larger = nearer)."""
