@@ -26,11 +26,17 @@ Bases (vertices = shapeMU + expMU + shapePC·sp + expPC·ep, raw coefficients as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+
+try:  # optional: only limits BLAS threads during the build
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    def threadpool_limits(*_args, **_kwargs):  # type: ignore[no-redef]
+        return contextlib.nullcontext()
 
 from prnet_keras.errors import InputError
 from prnet_keras.geometry.morphable import MorphableModel
@@ -41,6 +47,7 @@ UNIT = 1000.0  # model units per millimetre (BFM is in micrometres)
 THETA_MAX = np.deg2rad(100.0)
 Y_MIN, Y_MAX = -106.0, 92.0
 Z_CENTRE = 10.0
+_LIP_LINE = -40.0  # mm: the mouth slit lies on the grid rows around it
 _OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]]) / np.sqrt([[3.0], [2.0], [6.0]])  # rows: luma, r-g, y-b
 _DENSITIES = {"default": 12000, "bfm": BFM_VERTICES}
 _KEEP_FRACTION = 0.815  # share of grid nodes inside the mask, to size the grid for a target count
@@ -259,8 +266,8 @@ def _pca_basis(fields: list[tuple[np.ndarray, np.ndarray]], k: int, rng: np.rand
     return basis.reshape(3 * n, k), np.maximum(sig / sig[0], 1e-6)
 
 
-def _expression_basis(pts: np.ndarray, theta: np.ndarray, y: np.ndarray, xf: np.ndarray,
-                      s: np.ndarray, t: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _expression_basis(pts: np.ndarray, theta: np.ndarray, y: np.ndarray, xf: np.ndarray, s: np.ndarray,
+                      t: np.ndarray, slit: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(3n, 29) mm per unit coefficient and (29,) std devs; first four modes are semantic."""
     n = y.size
     pcs = np.zeros((n, 3, N_EXP))
@@ -268,10 +275,12 @@ def _expression_basis(pts: np.ndarray, theta: np.ndarray, y: np.ndarray, xf: np.
     front = np.cos(theta).clip(0.0, 1.0)
     # 0 jaw open: rotate about an axis near the ears (y 15, z 10); weight 1 below the lip line,
     # 0 above it, rising toward the jaw joint at the sides.
-    line = -40.5 + 50.0 * (np.abs(theta) / THETA_MAX) ** 2.5
-    # Sharp between the lips (they part), a soft blend over the cheeks (no crease).
-    width = 1.6 + 28.0 * np.clip((ax - 20.0) / 20.0, 0.0, 1.0)
-    wj = np.clip((line - y) / width + 0.5, 0.0, 1.0)
+    y_up, y_lo = slit
+    line = y_up + 50.0 * (np.abs(theta) / THETA_MAX) ** 2.5
+    # Sharp between the lips (0 on the upper slit row, 1 on the lower: they part), a soft
+    # blend over the cheeks (no crease).
+    width = (y_up - y_lo) + 28.0 * np.clip((ax - 20.0) / 20.0, 0.0, 1.0)
+    wj = np.clip((line - y) / width, 0.0, 1.0)
     ang = np.deg2rad(2.6)  # ~5 mm at the chin per unit
     py, pz = pts[:, 1] - 15.0, pts[:, 2] - 10.0
     pcs[:, 1, 0] = wj * (py * np.cos(ang) - pz * np.sin(ang) - py)
@@ -282,7 +291,7 @@ def _expression_basis(pts: np.ndarray, theta: np.ndarray, y: np.ndarray, xf: np.
     pcs[:, 1, 1] = 4.0 * g + 1.5 * _gauss(ax, y, 40.0, -10.0, 14.0, 12.0) * front
     pcs[:, 2, 1] = -2.0 * g
     # 2 brow raise: the brow band and lower forehead move up.
-    pcs[:, 1, 2] = 3.0 * np.exp(-0.5 * ((y - 48.0) / 9.0) ** 2) * np.exp(-0.5 * (ax / 50.0) ** 4) * front
+    pcs[:, 1, 2] = 3.0 * np.exp(-0.5 * ((y - 48.0) / 9.0) ** 2) * np.exp(-0.5 * (ax / 65.0) ** 6)
     # 3 eye close: the upper lid (above the eye centre line) slides down and slightly forward.
     lid = np.clip((y - 27.0) / 5.0, 0.0, 1.0) * np.clip((38.0 - y) / 6.0, 0.0, 1.0)
     we = lid * np.exp(-0.5 * ((ax - 31.0) / 12.0) ** 4)
@@ -371,6 +380,10 @@ def _build(seed: int, target: int) -> MorphableModel:
     keep = _inside(tt, yy)
     theta, y = tt[keep], yy[keep]
     tri = _grid_triangles(keep)
+    used = np.unique(tri)  # drop mask nodes no quad reaches (e.g. the lone bottom tip)
+    remap = np.full(theta.size, -1, np.int64)
+    remap[used] = np.arange(used.size)
+    theta, y, tri = theta[used], y[used], remap[tri].astype(np.int32)
     pts = _surface(theta, y)
     xf = _half_width(y) * np.sin(theta)  # frontal x before relief: where features are painted
     n = y.size
@@ -385,7 +398,8 @@ def _build(seed: int, target: int) -> MorphableModel:
     norm = np.sqrt(n / BFM_VERTICES)  # columns get squared norm c = n / 53215 (module docstring)
     shape_pc, rel = _pca_basis(_smooth_fields(s, t, 8), N_SHAPE, rng, decay=2.2)
     shape_ev = 9.0e5 * rel
-    exp_pc, exp_ev = _expression_basis(pts, theta, y, xf, s, t, rng)
+    upper, lower = _slit_edges(mouth_tri, y)
+    exp_pc, exp_ev = _expression_basis(pts, theta, y, xf, s, t, (y[upper].max(), y[lower].min()), rng)
     # Colour modes are built in an opponent space (luma, red-green, yellow-blue) with mostly
     # luma variance, then rotated to RGB by an orthogonal matrix (keeps orthonormality).
     tex_opp, trel = _pca_basis(_smooth_fields(s, t, 8, colour=True), N_TEX, rng, decay=1.5, comp_scale=(1.0, 0.3, 0.3))
@@ -404,12 +418,12 @@ def _build(seed: int, target: int) -> MorphableModel:
 
 
 def _mouth_mask(tri: np.ndarray, xf: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(T,) bool: triangles of the thin slit between the lips (the mouth 'hole', closed by tri_mouth)."""
-    cx, cy = xf[tri].mean(1), y[tri].mean(1)
-    half = 22.0 * np.sqrt(np.clip(1.0 - ((cy + 40.5) / 3.0) ** 2, 0.0, 1.0))
-    step = np.ptp(y[tri], axis=1).max()
-    near = np.abs(cy - (-40.5)) <= max(step * 0.5, 1.0)
-    return near & (np.abs(cx) < half)
+    """(T,) bool: triangles of the one quad row straddling the lip line (y = -40 mm) between the
+    mouth corners: the mouth 'hole' of the face mesh, closed by ``tri_mouth`` as in the BFM."""
+    rows = np.unique(y)
+    y_up, y_lo = rows[rows >= _LIP_LINE].min(), rows[rows < _LIP_LINE].max()
+    in_row = ((y[tri] == y_up) | (y[tri] == y_lo)).all(1)
+    return in_row & (np.abs(xf[tri]).max(1) < 22.0)
 
 
 def mirror_permutation(model: MorphableModel) -> np.ndarray:
