@@ -5,8 +5,8 @@ present, else the synthetic model at BFM density, else (if that module is unavai
 BFM-sized procedural grid. Each iteration renders a different posed face (crop-frame
 vertices), as dataset generation does.
 
-Reported: ``ms_per_map`` = median of ``render_uv_map`` steady state (cached UV render plan,
-the path every GT generator takes), plus the direct rasteriser (``cache=False``), the
+Reported: ``ms_per_map`` = median CPU time (of the one pinned thread) of ``render_uv_map``
+in steady state (cached UV render plan, the path every GT generator takes), plus the direct rasteriser (``cache=False``), the
 one-off plan build, and the image-space renders used per inference image (depth,
 visibility, shading at 450²). Writes bench/results/rasterizer.json; the last line printed
 is ``rasterizer ms_per_map=<median>``.
@@ -92,19 +92,24 @@ def posed_faces(model: MorphableModel, count: int, rng: np.random.Generator) -> 
     return out
 
 
-def time_ms(fn, args_list, repeats: int) -> list[float]:
+def time_ms(fn, args_list, repeats: int) -> tuple[list[float], list[float]]:
+    """(CPU-time ms, wall ms) per call. CPU time of this thread is what one core spends and
+    is robust to other processes sharing the machine; wall time is recorded alongside."""
     fn(*args_list[0])  # compile / warm caches
-    times = []
+    cpu, wall = [], []
     for i in range(repeats):
         args = args_list[i % len(args_list)]
-        t0 = time.perf_counter()
+        c0, w0 = time.thread_time(), time.perf_counter()
         fn(*args)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
+        cpu.append((time.thread_time() - c0) * 1e3)
+        wall.append((time.perf_counter() - w0) * 1e3)
+    return cpu, wall
 
 
-def summary(times: list[float]) -> dict:
-    return {"median_ms": statistics.median(times), "min_ms": min(times), "repeats": len(times)}
+def summary(times: tuple[list[float], list[float]]) -> dict:
+    cpu, wall = times
+    return {"median_ms": statistics.median(cpu), "min_ms": min(cpu), "wall_median_ms": statistics.median(wall),
+            "repeats": len(cpu)}
 
 
 def main() -> int:
@@ -130,6 +135,9 @@ def main() -> int:
 
     model, source = load_mesh()
     tri = model.all_triangles
+    with open("/proc/loadavg") as f:
+        machine["loadavg_at_start"] = f.read().split()[0]
+    print(f"load average at start: {machine['loadavg_at_start']}")
     print(f"mesh: {source}: {model.n_vertices} vertices, {len(tri)} triangles; UV map 256x256")
     uv = uv_pixel_coords(model.uv_coords, 256)
     rng = np.random.default_rng(0)
@@ -144,12 +152,8 @@ def main() -> int:
         "uv_map_direct": summary(time_ms(lambda a: render_uv_map(uv, tri, a, 256, cache=False),
                                          [(f,) for f in faces], max(20, args.repeats // 4))),
     }
-    plan_times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        type(uv_render_plan(uv, tri, 256))(uv, tri, 256)
-        plan_times.append((time.perf_counter() - t0) * 1e3)
-    results["uv_plan_build"] = summary(plan_times)
+    plan_cls = type(uv_render_plan(uv, tri, 256))
+    results["uv_plan_build"] = summary(time_ms(plan_cls, [(uv, tri, 256)], 5))
     results["uv_plan_first_call_ms"] = first
 
     # Image-space renders at the inference image size (450², vertices in image frame).
@@ -166,7 +170,8 @@ def main() -> int:
 
     for name, r in results.items():
         if isinstance(r, dict):
-            print(f"{name:16s} median {r['median_ms']:7.3f} ms   min {r['min_ms']:7.3f} ms   (n={r['repeats']})")
+            print(f"{name:16s} cpu median {r['median_ms']:7.3f} ms  min {r['min_ms']:7.3f} ms  "
+                  f"wall median {r['wall_median_ms']:7.3f} ms  (n={r['repeats']})")
         else:
             print(f"{name:16s} {r:7.3f} ms")
     ms = results["uv_map_cached"]["median_ms"]
