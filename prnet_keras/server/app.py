@@ -10,11 +10,12 @@ inference pool (503 when saturated, 504 on time-out) and one JSON error shape:
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -148,6 +149,25 @@ async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> A
         raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s") from None
 
 
+def _document_api_key(app: FastAPI) -> None:
+    """Declare the X-API-Key header in the OpenAPI schema so /docs offers "Authorize"."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+            for path, ops in schema.get("paths", {}).items():
+                if not _is_public(path):
+                    for op in ops.values():
+                        op["security"] = [{"ApiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout: Any = None,
                morphable: Any = "synthetic", icp_backend: str = "scipy", engine: Engine | None = None) -> FastAPI:
     """The server application around ``predictor`` (see :class:`Engine` for the other options)."""
@@ -157,14 +177,21 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
     settings = settings or ServerSettings.from_config()
     engine = engine or Engine(predictor, layout=layout, morphable=morphable, detector=settings.detector,
                               icp_backend=icp_backend)
+    pool = InferencePool(settings.workers, settings.queue_size, settings.timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
+
     app = FastAPI(
-        title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse,
+        title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse, lifespan=lifespan,
         description="PRNet 3D face reconstruction: PRNet-keras-compatible API (/predict, /extract, /evaluate), "
                     "native API (/v1/...), and a page for people at /ui.",
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.pool = InferencePool(settings.workers, settings.queue_size, settings.timeout_s)
+    app.state.pool = pool
     _install_error_handlers(app)
     app.include_router(compat.router)
     app.include_router(native.router)
@@ -176,10 +203,8 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
 
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
 
-    @app.on_event("shutdown")
-    async def _stop_pool() -> None:
-        app.state.pool.shutdown()
-
+    if settings.api_key:
+        _document_api_key(app)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

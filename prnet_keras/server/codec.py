@@ -105,18 +105,3 @@ def decode_mat(data: bytes, field: str) -> dict[str, np.ndarray]:
         raise ApiError(422, "invalid_mat", f"{field}: not a readable .mat file ({exc.__class__.__name__}: {exc})", field) from None
     return {k: v for k, v in mat.items() if not k.startswith("__")}
 
-
-def mat_array(mat: dict, key: str, field: str, shape_options: tuple[tuple[int, ...], ...] | None = None) -> np.ndarray:
-    """A finite float64 array from a decoded .mat, or ApiError naming ``field.key``."""
-    if key not in mat:
-        raise ApiError(422, "invalid_mat", f"{field}: .mat has no key {key!r}", field)
-    try:
-        arr = np.asarray(mat[key], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ApiError(422, "invalid_mat", f"{field}: .mat key {key!r} is not numeric", field) from None
-    if shape_options is not None and arr.shape not in shape_options:
-        want = " or ".join(str(s) for s in shape_options)
-        raise ApiError(422, "invalid_mat", f"{field}: .mat key {key!r} has shape {arr.shape}, expected {want}", field)
-    if not np.all(np.isfinite(arr)):
-        raise ApiError(422, "invalid_mat", f"{field}: .mat key {key!r} holds NaN or infinite values", field)
-    return arr

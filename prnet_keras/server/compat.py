@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prnet_keras.server.app import run_in_pool
 from prnet_keras.server.codec import ApiError, decode_base64, decode_image, decode_mat, encode_base64
-from prnet_keras.server.engine import Engine, as_list, face_box, face_mesh
+from prnet_keras.server.engine import Engine, as_list, face_box
 from prnet_keras.inference.writers import mesh_mat_bytes
 from prnet_keras.server.meshes import mesh_from_mat
 from prnet_keras.server.scoring import EVALUATION_TYPES
@@ -110,7 +110,6 @@ def predict_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
             faces = engine.reconstruct(image, f, s.max_faces_per_image, landmarks=np.stack(kpts))
         else:
             faces = engine.reconstruct(image, f + ".rawImage", s.max_faces_per_image)
-        h = image.shape[0]
         out.append({"faceMeshList": [
             {"rawMesh": encode_base64(mesh_mat_bytes(face, data.matType)), "faceBB": face_box(face)}
             for face in faces

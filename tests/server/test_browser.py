@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 
-from prnet_keras.server.app import STATIC_DIR  # noqa: F401  (the page under test)
 
 BACKGROUND = np.array([32, 37, 43])  # the canvas clear colour (#20252b)
 

@@ -95,6 +95,10 @@ def test_api_key(predictor, helpers):
         assert c.get("/v1/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         r = c.post("/predict", json=compat_body(helpers, helpers.b64(helpers.image_bytes())))
         assert r.status_code == 401
+        schema = c.get("/openapi.json").json()  # public, and it documents the key for /docs "Authorize"
+        assert schema["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+        assert schema["paths"]["/predict"]["post"]["security"] == [{"ApiKey": []}]
+        assert "security" not in schema["paths"]["/healthz"]["get"]
 
 
 def test_api_key_from_environment(monkeypatch):
