@@ -65,21 +65,27 @@ class UVLayout:
     source: str = "custom"
 
     def __post_init__(self) -> None:
-        r = self.resolution
+        r = self.resolution = int(self.resolution)
         self.face_mask = np.asarray(self.face_mask, bool)
-        self.uv_kpt_ind = np.asarray(self.uv_kpt_ind).astype(np.int64).reshape(2, -1)
+        self.uv_kpt_ind = np.asarray(self.uv_kpt_ind).astype(np.int64)
         self.weight_mask = np.asarray(self.weight_mask, np.float32)
-        self.triangles = np.asarray(self.triangles, np.int32).reshape(-1, 3)
+        self.triangles = np.asarray(self.triangles).astype(np.int32)
         self.canonical_vertices = np.asarray(self.canonical_vertices, np.float32)
         if self.face_mask.shape != (r, r) or self.weight_mask.shape != (r, r):
-            raise InputError(f"UV layout: face_mask {self.face_mask.shape} and weight_mask {self.weight_mask.shape} must be ({r}, {r})")
+            raise InputError(f"UV layout: face_mask {self.face_mask.shape} and weight_mask "
+                             f"{self.weight_mask.shape} must be ({r}, {r})")
         if self.uv_kpt_ind.shape != (2, 68) or self.uv_kpt_ind.min() < 0 or self.uv_kpt_ind.max() >= r:
-            raise InputError(f"UV layout: uv_kpt_ind must be (2, 68) pixel indices in [0, {r}), got {self.uv_kpt_ind.shape}")
+            raise InputError(f"UV layout: uv_kpt_ind must be (2, 68) pixel indices in [0, {r}), "
+                             f"got shape {self.uv_kpt_ind.shape}")
         n = int(self.face_mask.sum())
         if self.canonical_vertices.shape != (n, 3):
             raise InputError(f"UV layout: canonical_vertices must be ({n}, 3), got {self.canonical_vertices.shape}")
-        if self.triangles.size and self.triangles.max() >= n:
-            raise InputError("UV layout: triangles index beyond the face pixels")
+        if self.triangles.size == 0:
+            self.triangles = self.triangles.reshape(0, 3)
+        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
+            raise InputError(f"UV layout: triangles must be (T, 3), got shape {self.triangles.shape}")
+        if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= n):
+            raise InputError(f"UV layout: triangles must index the {n} face pixels")
 
     @property
     def face_ind(self) -> np.ndarray:
