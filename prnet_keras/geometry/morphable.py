@@ -172,7 +172,13 @@ class MorphableModel:
 
 
 # ---- face3d BFM.mat ------------------------------------------------------------------------
-_BFM_KEYS = ("shapeMU", "shapePC", "shapeEV", "expMU", "expPC", "expEV", "texMU", "texPC", "texEV", "tri", "kpt_ind")
+# Required face3d struct fields and the shape each must have (n vertices, k components).
+_BFM_KEYS = {
+    "shapeMU": "(3n, 1) mean shape", "shapePC": "(3n, k) identity basis", "shapeEV": "(k, 1) identity std devs",
+    "expMU": "(3n, 1) mean expression", "expPC": "(3n, k) expression basis", "expEV": "(k, 1) expression std devs",
+    "texMU": "(3n, 1) mean texture", "texPC": "(3n, k) texture basis", "texEV": "(k, 1) texture std devs",
+    "tri": "(3, T) 1-based triangles", "kpt_ind": "(1, 68) 1-based landmark vertices",
+}
 
 
 def _triangles_from_mat(a: np.ndarray, key: str, source: str) -> np.ndarray:
@@ -209,9 +215,9 @@ def load_face3d_bfm(path: str | Path, uv_path: str | Path | None = None, name: s
     """
     path = Path(path)
     m = _mat_struct(path, "model")
-    for key in _BFM_KEYS:
+    for key, expected in _BFM_KEYS.items():
         if key not in m:
-            raise InputError(f"{path}: model struct is missing key {key!r}")
+            raise InputError(f"{path}: model struct is missing key {key!r} (expected {expected})")
     n3 = np.asarray(m["shapeMU"]).size
     for key in ("shapePC", "expPC", "texPC"):
         if np.asarray(m[key]).ndim != 2 or m[key].shape[0] != n3:

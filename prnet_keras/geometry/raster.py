@@ -13,7 +13,7 @@ Exactness: edge functions are evaluated in float64 from the float32 inputs, alwa
 the edge's lower-indexed vertex, so the two triangles sharing an edge compute bitwise
 opposite values there (watertight, no double coverage).
 
-Speed: BFM-sized meshes in UV space have ~0.4 px per triangle, so the cost is per-triangle
+Speed: BFM-sized meshes in UV space cover ~0.6 px per triangle, so the cost is per-triangle
 setup and its branches; the kernel rejects empty bounding boxes before any other work.
 Repeated UV renders of one layout (dataset generation) go through a cached
 :class:`UVRenderPlan` (per-pixel vertex indices + barycentric weights, computed once by the
