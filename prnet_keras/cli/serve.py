@@ -81,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
         config = load_config(args.config)
         detector = args.detector or config["inference"]["detector"]
-        predictor, info = build_predictor(args.model, args.uv_data, args.bfm, detector)
+        # Settings first: a bad flag fails before the (slow) model load.
         settings = ServerSettings.from_config(
             config, api_key_env=args.api_key_env, host=args.host, port=args.port, workers=args.workers,
             queue_size=args.queue_size, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()),
-            detector=detector, model_name=getattr(predictor.network, "name", None) or args.model, model_path=args.model,
-            extra_info=info,
+            detector=detector, model_path=args.model,
         )
+        predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector)
+        settings.model_name = str(getattr(predictor.network, "name", None) or args.model)
         app = create_app(predictor, settings, morphable=args.bfm, icp_backend=args.icp)
     except PRNetError as exc:
         print(f"error: {exc}", file=sys.stderr)

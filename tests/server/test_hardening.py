@@ -187,3 +187,23 @@ def test_requests_never_write_files(client, helpers, tmp_path, monkeypatch):
     assert r.status_code == 200
     assert os.listdir(tmp_path) == []
     assert np.isfinite(r.json()["faces"][0]["landmarks"]).all()
+
+
+def test_settings_validation():
+    from prnet_keras.errors import InputError
+    from prnet_keras.server.settings import ServerSettings
+
+    with pytest.raises(InputError, match="workers"):
+        ServerSettings(workers=0)
+    with pytest.raises(InputError, match="unknown keys"):
+        ServerSettings.from_config({"server": {"max_faces": 3}}, api_key_env=None)
+    s = ServerSettings.from_config(api_key_env=None, port=1234)
+    assert s.port == 1234 and s.max_faces_per_image == 16  # configure/defaults.json "server"
+
+
+def test_serve_cli_bad_flag_fails_fast(capsys):
+    from prnet_keras.cli.serve import main
+
+    assert main(["--model", "untrained:light", "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: server setting workers") and err.count("\n") == 1
