@@ -23,7 +23,8 @@ import numpy as np
 
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import (
-    UVLayout, camera_matrix, crop_to_image, rasterize, rotation_to_angles, umeyama, vertex_visibility,
+    UVLayout, camera_matrix, crop_to_image, rasterize, rotation_to_angles, transform_scale, umeyama,
+    vertex_visibility,
 )
 from prnet_keras.inference.detect import Detection
 
@@ -246,7 +247,6 @@ def face_from_position_map(
     elif image_size is None:
         raise InputError("face_from_position_map: give the image or image_size")
     img_map = crop_to_image(pm.reshape(-1, 3), t).reshape(r, r, 3)
-    k = float(t[0, 0]) if t[0, 1] == 0 else float(np.sqrt(abs(np.linalg.det(t[:2, :2]))))
-    size = (r - 1) / k
+    size = (r - 1) / transform_scale(t)
     centre = crop_to_image(np.array([[(r - 1) / 2.0, (r - 1) / 2.0]]), t)[0]
     return Face(pm, img_map, t, (float(centre[0]), float(centre[1]), float(size)), image_size, layout, image, detection)

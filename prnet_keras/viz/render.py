@@ -2,7 +2,7 @@
 
 Two back-ends: the project's own shaded rasteriser (``geometry.render_shaded``, always
 available, deterministic) and open3d's off-screen ``Visualizer(visible=False)`` (optional;
-falls back to the rasteriser when no OpenGL context can be made).
+returns None when no OpenGL context can be made, and runs in a child process).
 """
 
 from __future__ import annotations
@@ -58,29 +58,53 @@ def render_views(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray
     return np.concatenate(panels, axis=1)
 
 
-def render_open3d(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-                  width: int = 512, height: int = 512) -> np.ndarray | None:
-    """Off-screen open3d render (H, W, 3) uint8 of a camera-frame (y up) mesh; None when impossible."""
-    try:
-        import open3d as o3d
+_O3D_SCRIPT = """
+import sys
+import numpy as np
+import open3d as o3d
 
-        mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
-                                         o3d.utility.Vector3iVector(np.asarray(triangles, np.int32)))
-        if colors is not None:
-            mesh.vertex_colors = o3d.utility.Vector3dVector(np.clip(np.asarray(colors, np.float64), 0, 1))
-        mesh.compute_vertex_normals()
-        vis = o3d.visualization.Visualizer()
-        if not vis.create_window(visible=False, width=width, height=height):
-            return None
+d = np.load(sys.argv[1])
+mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(d["v"]), o3d.utility.Vector3iVector(d["t"]))
+if d["c"].size:
+    mesh.vertex_colors = o3d.utility.Vector3dVector(d["c"])
+mesh.compute_vertex_normals()
+vis = o3d.visualization.Visualizer()
+if not vis.create_window(visible=False, width=int(d["w"]), height=int(d["h"])):
+    sys.exit(3)
+vis.add_geometry(mesh)
+vis.poll_events()
+vis.update_renderer()
+buf = np.asarray(vis.capture_screen_float_buffer(do_render=True))
+vis.destroy_window()
+np.save(sys.argv[2], buf)
+"""
+
+
+def render_open3d(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
+                  width: int = 512, height: int = 512, timeout_s: float = 60.0) -> np.ndarray | None:
+    """Off-screen open3d render (H, W, 3) uint8 of a camera-frame (y up) mesh; None when impossible.
+
+    Runs in a child process: open3d's EGL context can crash the interpreter (segfault) when
+    TensorFlow is loaded in the same process, and a crash must not take the caller down.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "mesh.npz", Path(tmp) / "out.npy"
+        np.savez(src, v=np.asarray(vertices, np.float64), t=np.asarray(triangles, np.int32),
+                 c=np.zeros((0, 3)) if colors is None else np.clip(np.asarray(colors, np.float64), 0, 1),
+                 w=width, h=height)
         try:
-            vis.add_geometry(mesh)
-            vis.poll_events()
-            vis.update_renderer()
-            buf = np.asarray(vis.capture_screen_float_buffer(do_render=True))
-        finally:
-            vis.destroy_window()
-    except Exception:  # no GL context / broken open3d: the caller falls back to the rasteriser
-        return None
+            proc = subprocess.run([sys.executable, "-c", _O3D_SCRIPT, str(src), str(dst)], capture_output=True,
+                                  timeout=timeout_s)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode != 0 or not dst.exists():
+            return None
+        buf = np.load(dst)
     if buf.size == 0:
         return None
     return np.rint(np.clip(buf, 0, 1) * 255).astype(np.uint8)
