@@ -71,6 +71,16 @@ def test_layout_with_user_mask_png(tiny_model, tmp_path):
     Image.fromarray(mask).save(tmp_path / "mask.png")
     lay = UVLayout.from_model(tiny_model, resolution=64, face_mask=tmp_path / "mask.png")
     assert lay.n_vertices == 20 * 40
+    # A mask wider than the footprint (covered: columns 7..56) takes the nearest covered
+    # pixel's canonical vertex.
+    wide = np.zeros((64, 64), bool)
+    wide[30, 0:64] = True
+    lay2 = UVLayout.from_model(tiny_model, resolution=64, face_mask=wide)
+    full = UVLayout.from_model(tiny_model, resolution=64)
+    row30 = full.canonical_vertices[full.face_ind // 64 == 30]  # columns 7..56
+    np.testing.assert_array_equal(lay2.canonical_vertices[:7], np.repeat(row30[:1], 7, 0))
+    np.testing.assert_array_equal(lay2.canonical_vertices[7:57], row30)
+    np.testing.assert_array_equal(lay2.canonical_vertices[57:], np.repeat(row30[-1:], 7, 0))
     with pytest.raises(InputError, match="expected \\(64, 64\\)"):
         UVLayout.from_model(tiny_model, resolution=64, face_mask=np.ones((32, 32)))
     with pytest.raises(InputError, match="cannot read"):
