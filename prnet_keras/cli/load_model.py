@@ -160,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence)
         except ImportError as exc:
             raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
+        except PRNetError:
+            raise
+        except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
+            raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
         summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                                  args.texture_size, args.visibility_mask, args.mat_type,
                                  log=lambda m: print(m, file=sys.stderr), keep_faces=args.show)
