@@ -82,7 +82,9 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except ApiError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ApiError(413, "image_too_large", f"{field}: image has more pixels than the limit {max_pixels}", field) from None
+    except UnidentifiedImageError as exc:
         raise ApiError(422, "invalid_image", f"{field}: not a readable image ({exc.__class__.__name__})", field) from None
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
         raise ApiError(422, "invalid_image", f"{field}: image data is corrupt or truncated ({exc.__class__.__name__})", field) from None

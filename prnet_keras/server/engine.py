@@ -98,28 +98,37 @@ class Engine:
                 self._morphable = load_morphable_model(spec)
             return self._morphable
 
-    def ground_truth_face(self, image: np.ndarray, mat: dict, field: str) -> Any:
-        """The ground-truth ``Face`` of a fit ``.mat`` (Pose_Para, Shape_Para, Exp_Para)."""
+    def _ground_truth(self, image: np.ndarray, mat: dict, field: str) -> dict[str, Any]:
+        """``data.gt.make_ground_truth`` of a fit ``.mat`` (Pose_Para, Shape_Para, Exp_Para), errors as 422."""
         from prnet_keras.data.gt import make_ground_truth
-        from prnet_keras.inference.postprocess import face_from_position_map
 
         missing = [k for k in ("Pose_Para", "Shape_Para", "Exp_Para") if k not in mat]
         if missing:
             raise ApiError(422, "invalid_mat", f"{field}: fit .mat lacks {', '.join(missing)}", field)
         try:
-            gt = make_ground_truth(self.morphable, self.layout, image, mat)
-            return face_from_position_map(gt["position_map"], gt["transform"], self.layout, image)
+            return make_ground_truth(self.morphable, self.layout, image, mat)
         except PRNetError as exc:
             raise ApiError(422, "invalid_mat", f"{field}: {exc}", field) from None
         except (ValueError, IndexError, TypeError) as exc:  # malformed arrays deep in the fit maths
             raise ApiError(422, "invalid_mat", f"{field}: cannot use this fit ({exc.__class__.__name__}: {exc})", field) from None
 
+    def ground_truth_face(self, image: np.ndarray, mat: dict, field: str) -> Any:
+        """The ground-truth ``Face`` of a fit ``.mat``: its position map read through the server's layout."""
+        from prnet_keras.inference.postprocess import face_from_position_map
+
+        gt = self._ground_truth(image, mat, field)
+        return face_from_position_map(gt["position_map"], gt["transform"], self.layout, image)
+
     def landmarks_for_fit(self, image: np.ndarray, mat: dict, field: str) -> np.ndarray:
-        """68 landmarks (68, 2|3) that place the crop of a given fit (for /predict with mats)."""
+        """68 landmarks (68, 2|3) that place the crop of a given fit (for /predict with mats).
+
+        ``pt3d_68`` / a 68-point ``pt2d`` when present, else the fit's projected model
+        keypoints (``kpt68``), which do not depend on the UV layout.
+        """
         pts = fit_landmarks(mat, field)
         if pts is not None:
             return pts
-        return np.asarray(self.ground_truth_face(image, mat, field).keypoints)
+        return np.asarray(self._ground_truth(image, mat, field)["kpt68"], np.float64)
 
     def reference_mesh(self, image: np.ndarray, mat: dict, field: str) -> Mesh:
         """Ground truth for /evaluate: a mesh .mat as is, or the mesh of a fit .mat."""

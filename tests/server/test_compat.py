@@ -177,3 +177,16 @@ def test_reference_photo_and_aflw_fit(reference_data, mean_bfm, official_layout,
         # mean-shape GT keypoints land within a few % of the annotated ones (DESIGN §3 check)
         err = np.linalg.norm(kp[:, 0:1] - pt3d[0][:, None], axis=1).mean()
         assert err < 0.1 * (pt3d[0].max() - pt3d[0].min())
+
+
+def test_predict_with_fit_without_landmarks_uses_projected_keypoints(synthetic_client, helpers):
+    """A 300W-LP-style fit whose pt2d is not 68 points: the crop comes from the fit's model keypoints."""
+    import scipy.io as sio
+
+    fit = sio.loadmat(io.BytesIO(synthetic_fit(helpers, yaw=0.0)))
+    fit["pt2d"] = np.zeros((2, 21))  # AFLW's 21 points: unusable for the 68-point crop
+    raw = helpers.mat_bytes({k: v for k, v in fit.items() if not k.startswith("__")})
+    r = synthetic_client.post("/predict", json=request(helpers, [helpers.image_bytes(200, 200)], [[raw]]))
+    assert r.status_code == 200, r.text
+    cx, cy, size = r.json()["imageMeshList"][0]["faceMeshList"][0]["faceBB"]
+    assert abs(cx - 100) < 15 and abs(cy - (199 - 95)) < 15 and 30 < size < 250
