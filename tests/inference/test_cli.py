@@ -112,3 +112,18 @@ def test_cli_wrong_kind_of_model_file(photo_dir, tmp_path, capsys):
     assert main(["--image", str(photo_dir / "a.jpg"), "--model", str(model), "--detector", "none",
                  "--output", str(tmp_path / "o")]) == 2
     _one_error_line(capsys)
+
+
+def test_cli_end_to_end_with_keras_file(photo_dir, tmp_path, official_layout, capsys):
+    pytest.importorskip("prnet_keras.model.io", reason="model.io (load_network) not available yet")
+    from prnet_keras.model import build_model
+
+    model_path = tmp_path / "m.keras"
+    build_model("light", width=0.25).save(model_path)
+    official_layout.save(tmp_path / "uv_layout.npz")
+    out = tmp_path / "out"
+    rc = main(["--image", str(photo_dir / "a.jpg"), "--model", str(model_path), "--uv-data", str(tmp_path / "uv_layout.npz"),
+               "--bbox", "150,150,300,300", "--outputs", "obj,mat,kpt,pose", "--output", str(out), "--cpu"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a_0.mat", "a_0.obj", "a_0_kpt.npy", "a_0_kpt.txt", "a_0_pose.json"]
+    assert "1 image(s), 1 face(s), 5 file(s)" in capsys.readouterr().out
