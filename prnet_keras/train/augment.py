@@ -19,6 +19,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numba import njit
 
 from prnet_keras import RESOLUTION
 from prnet_keras.config import section
@@ -180,21 +181,59 @@ def warp_images(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     return out
 
 
-def warp_position_maps(position_maps: np.ndarray, matrices: np.ndarray, scales: np.ndarray) -> np.ndarray:
+@njit(cache=True, nogil=True)
+def _warp_labels_kernel(pm, m, scales, factor, out):
+    # One fused pass per map (numba, no temporaries): x, y through M, z * s, all * factor.
+    for b in range(pm.shape[0]):
+        m00, m01, m02 = m[b, 0, 0], m[b, 0, 1], m[b, 0, 2]
+        m10, m11, m12 = m[b, 1, 0], m[b, 1, 1], m[b, 1, 2]
+        sz = scales[b] * factor
+        for i in range(pm.shape[1]):
+            for j in range(pm.shape[2]):
+                x = pm[b, i, j, 0]
+                y = pm[b, i, j, 1]
+                z = pm[b, i, j, 2]
+                if x == 0.0 and y == 0.0 and z == 0.0:  # uncovered UV pixel stays 0
+                    out[b, i, j, 0] = 0.0
+                    out[b, i, j, 1] = 0.0
+                    out[b, i, j, 2] = 0.0
+                else:
+                    out[b, i, j, 0] = (m00 * x + m01 * y + m02) * factor
+                    out[b, i, j, 1] = (m10 * x + m11 * y + m12) * factor
+                    out[b, i, j, 2] = z * sz
+
+
+@njit(cache=True, nogil=True)
+def _scale_colors_kernel(images, colors, out):
+    # uint8 -> float32 in [0, 1] with per-channel factors, clipped: one pass.
+    for b in range(images.shape[0]):
+        c0, c1, c2 = colors[b, 0] / 255.0, colors[b, 1] / 255.0, colors[b, 2] / 255.0
+        for i in range(images.shape[1]):
+            for j in range(images.shape[2]):
+                out[b, i, j, 0] = min(images[b, i, j, 0] * c0, 1.0)
+                out[b, i, j, 1] = min(images[b, i, j, 1] * c1, 1.0)
+                out[b, i, j, 2] = min(images[b, i, j, 2] * c2, 1.0)
+
+
+def warp_position_maps(position_maps: np.ndarray, matrices: np.ndarray, scales: np.ndarray,
+                       factor: float = 1.0) -> np.ndarray:
     """Map the values of (B, R, R, 3) position maps (crop px) through (B, 2, 3) affines.
 
-    x, y -> M·[x, y, 1]; z -> s·z. The UV grid is untouched and uncovered pixels (all
-    channels 0) stay 0. Vectorised over the batch; returns a new float32 array.
+    x, y -> M·[x, y, 1]; z -> s·z; everything then × ``factor`` (1 / LABEL_SCALE gives the
+    network's label). The UV grid is untouched and uncovered pixels (all channels 0) stay
+    0. Returns a new float32 array.
     """
-    pm = np.asarray(position_maps, np.float32)
-    m = np.asarray(matrices, np.float32)[:, None, None]  # (B, 1, 1, 2, 3) broadcast over the grid
-    x, y = pm[..., 0], pm[..., 1]
+    pm = np.ascontiguousarray(position_maps, dtype=np.float32)
     out = np.empty_like(pm)
-    out[..., 0] = m[..., 0, 0] * x + m[..., 0, 1] * y + m[..., 0, 2]
-    out[..., 1] = m[..., 1, 0] * x + m[..., 1, 1] * y + m[..., 1, 2]
-    out[..., 2] = pm[..., 2] * np.asarray(scales, np.float32)[:, None, None]
-    covered = np.any(pm != 0, axis=-1, keepdims=True)
-    out *= covered
+    _warp_labels_kernel(pm, np.ascontiguousarray(matrices, np.float64), np.asarray(scales, np.float64),
+                        np.float64(factor), out)
+    return out
+
+
+def scale_colors(images: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) uint8 -> float32 image / 255 × (B, 3) channel factors, clipped to [0, 1]."""
+    out = np.empty(images.shape, np.float32)
+    _scale_colors_kernel(np.ascontiguousarray(images), np.ascontiguousarray(colors, np.float32), out)
     return out
 
 
@@ -217,33 +256,27 @@ def occlude(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
 
 
 def apply_params(images: np.ndarray, position_maps: np.ndarray, params: AugmentParams,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator | None = None, label_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Augment one batch with given parameters.
 
     images (B, R, R, 3) uint8 RGB crops; position_maps (B, R, R, 3) float32 crop px.
-    Returns images float32 in [0, 1] and position maps float32 in crop px (not normalised).
-    ``rng`` draws the occluders' noise textures.
+    Returns images float32 in [0, 1] and position maps float32 in crop px × ``label_factor``
+    (pass 1 / LABEL_SCALE for network labels). ``rng`` draws the occluders' noise textures.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise InputError(f"augmentation: images must be uint8 crops, got {images.dtype}")
-    identity = np.allclose(params.matrices, AugmentParams.identity(len(images)).matrices)
-    if not identity:
+    if not np.allclose(params.matrices, AugmentParams.identity(len(images)).matrices):
         images = warp_images(images, params.matrices)
-        position_maps = warp_position_maps(position_maps, params.matrices, params.scales)
-    else:
-        position_maps = np.array(position_maps, np.float32)
-    # Colour scaling and /255 in one multiply; clip because factors > 1 saturate.
-    out = images.astype(np.float32)
-    out *= (params.colors / 255.0).astype(np.float32)[:, None, None, :]
-    np.clip(out, 0.0, 1.0, out=out)
+    position_maps = warp_position_maps(position_maps, params.matrices, params.scales, label_factor)
+    out = scale_colors(images, params.colors)  # factors > 1 saturate: clipped to 1
     if params.occluders.any():
         occlude(out, params, rng if rng is not None else np.random.default_rng(0))
     return out, position_maps
 
 
 def augment_batch(images: np.ndarray, position_maps: np.ndarray, cfg: AugmentConfig,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, label_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Sample parameters from ``rng`` and apply them (see :func:`apply_params`)."""
     params = sample_params(cfg, len(images), rng, images.shape[1])
-    return apply_params(images, position_maps, params, rng)
+    return apply_params(images, position_maps, params, rng, label_factor)

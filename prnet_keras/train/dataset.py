@@ -178,8 +178,7 @@ class AugmentedDataset(keras.utils.PyDataset):
         data = self.source.read_batch(idx, rng=crop_rng)
         images, maps = data["image"], data["position_map"]
         if self.mode == "train":
-            x, y = augment_batch(images, maps, self.augment, rng)
-            y *= np.float32(1.0 / LABEL_SCALE)  # y is a fresh array here
+            x, y = augment_batch(images, maps, self.augment, rng, label_factor=1.0 / LABEL_SCALE)
         else:
             x = np.asarray(images, np.float32) * np.float32(1.0 / 255.0)
             y = np.asarray(maps, np.float32) * np.float32(1.0 / LABEL_SCALE)

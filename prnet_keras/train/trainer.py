@@ -50,12 +50,14 @@ RUN_DEFAULTS: dict[str, Any] = {
     "jit_compile": False,
     "distribute": "auto",     # "auto" | "off"
     "tensorboard": False,
+    "evaluate_initial": True,  # validate the starting weights first (history row "epoch 0")
     "resume": False,
     "force": False,
     "verbose": "auto",
 }
 # Keys that may differ between a run and its resumption (they do not change the result).
-FREE_KEYS = {"workers", "use_multiprocessing", "max_queue_size", "resume", "force", "verbose", "tensorboard"}
+FREE_KEYS = {"workers", "use_multiprocessing", "max_queue_size", "resume", "force", "verbose", "tensorboard",
+             "evaluate_initial"}
 SCHEDULES = ("step", "cosine")
 PRECISIONS = {None: "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -234,6 +236,14 @@ def restore_checkpoint(model: keras.Model, path: Path) -> None:
         raise ModelFileError(f"{path}: checkpoint does not fit the configured model ({exc})") from None
 
 
+def initial_validation(model: keras.Model, val_ds: AugmentedDataset, epoch: int) -> dict[str, Any]:
+    """Validation of the starting weights, as a history row (baseline for "it learns")."""
+    logs = model.evaluate(val_ds, return_dict=True, verbose=0)
+    row = {"epoch": epoch, **{f"val_{k}": float(v) for k, v in logs.items()}}
+    _log("initial validation: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+    return row
+
+
 # ---- entry ------------------------------------------------------------------------------------
 def _check_resumable(run_dir: Path, cfg: dict, state: dict) -> None:
     import json
@@ -289,6 +299,8 @@ def train(config: dict) -> Path:
         compile_network(model, t, layout)
         if state:
             restore_checkpoint(model, run_dir / state["checkpoint"])
+        elif val_ds is not None and t["evaluate_initial"]:
+            state = {"history": [initial_validation(model, val_ds, initial_epoch)]}
         callbacks = [
             keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, t)),
             RunRecorder(run_dir, keep=t["keep_checkpoints"], state=state,

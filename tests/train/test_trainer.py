@@ -67,9 +67,10 @@ def test_train_end_to_end_writes_all_outputs(toy_hdf5_dir, tmp_path, layout):
     assert not [n for n in names if n.startswith(".")], "no temporaries left behind"
     assert UVLayout.load(out / "uv_layout.npz") == layout
     rows = list(csv.DictReader((out / "training_log.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert float(rows[1]["learning_rate"]) == pytest.approx(float(rows[0]["learning_rate"]) / 2, rel=1e-5)
-    assert all(np.isfinite(float(r[k])) for r in rows for k in ("loss", "val_loss", "nme", "val_nme"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2], "epoch 0 = validation of the initial weights"
+    assert float(rows[2]["learning_rate"]) == pytest.approx(float(rows[1]["learning_rate"]) / 2, rel=1e-5)
+    assert all(np.isfinite(float(r[k])) for r in rows[1:] for k in ("loss", "val_loss", "nme", "val_nme"))
+    assert float(rows[0]["val_nme"]) > 0 and rows[0]["loss"] == ""
     state = json.loads((out / "run_state.json").read_text())
     assert state["completed_epochs"] == 2 and state["optimizer_iterations"] == 4
     assert json.loads((out / "config.json").read_text())["train"]["model_options"] == {"width": 0.25}
@@ -139,12 +140,12 @@ def test_resume_after_kill9_continues_from_the_right_epoch(toy_hdf5_dir, tiny_mo
     assert f"resuming after epoch {k}" in second.stderr.read().decode()
     state = json.loads(state_path.read_text())
     k2 = state["completed_epochs"]
-    assert [h["epoch"] for h in state["history"]] == list(range(1, k2 + 1)), "no epoch lost or repeated"
+    assert [h["epoch"] for h in state["history"]] == list(range(0, k2 + 1)), "no epoch lost or repeated"
     assert [r["start_epoch"] for r in state["runs"]] == [0, k]
     assert state["optimizer_iterations"] == k2, "optimizer state continued (1 step per epoch)"
     assert (run / "config.json").read_text() == config_before, "identical configuration recorded"
     rows = list(csv.DictReader((run / "training_log.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == list(range(1, k2 + 1))
+    assert [int(r["epoch"]) for r in rows] == list(range(0, k2 + 1))
     # keep=2, plus at most one not yet pruned when the kill came right after the state write
     assert len(list(run.glob("epoch_*.keras"))) <= 3
 
