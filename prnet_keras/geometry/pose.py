@@ -16,7 +16,7 @@ import numpy as np
 
 from prnet_keras.errors import InputError
 
-_GIMBAL_EPS = 1e-6
+_GIMBAL_EPS = 1e-12
 
 
 def angles_to_rotation(angles: np.ndarray) -> np.ndarray:
@@ -37,22 +37,25 @@ def angles_to_rotation(angles: np.ndarray) -> np.ndarray:
 def rotation_to_angles(rotation: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (3,) [pitch, yaw, roll] radians, inverse of angles_to_rotation.
 
-    From R = Rx·Ry·Rz: R[0,2] = -sin(yaw), R[0,1]/R[0,0] = tan(roll), R[1,2]/R[2,2] =
-    tan(pitch). At gimbal lock (|yaw| = 90°) pitch and roll are not separable: roll is
-    set to 0 and the whole in-plane angle goes to pitch.
+    From R = Rx·Ry·Rz: R[0,2] = -sin(yaw), R[0,1]/R[0,0] = tan(roll), then pitch from
+    R·Rz(roll)ᵀ = Rx·Ry. At gimbal lock (|yaw| = 90°) pitch and roll are not separable:
+    roll is set to 0 and the whole in-plane angle goes to pitch. Angles rebuild R to
+    ~1e-15 everywhere, including next to the lock.
     """
     r = np.asarray(rotation, dtype=np.float64)
     if r.shape != (3, 3):
         raise InputError(f"rotation: expected shape (3, 3), got {r.shape}")
-    sin_yaw = float(np.clip(-r[0, 2], -1.0, 1.0))
-    yaw = np.arcsin(sin_yaw)
-    if np.sqrt(r[0, 0] ** 2 + r[0, 1] ** 2) > _GIMBAL_EPS:
-        roll = np.arctan2(r[0, 1], r[0, 0])
-        pitch = np.arctan2(r[1, 2], r[2, 2])
-    else:
-        # roll = 0: R[1] = [sφ·sγ, cφ, sφ·cγ], R[2] = [cφ·sγ, -sφ, cφ·cγ]
-        roll = 0.0
-        pitch = np.arctan2(-r[2, 1], r[1, 1])
+    cos_yaw = float(np.hypot(r[0, 0], r[0, 1]))
+    # atan2 rather than arcsin(-R[0,2]): stays accurate near |yaw| = 90°.
+    yaw = np.arctan2(-r[0, 2], cos_yaw)
+    # Roll from the first row (= cos(yaw)·[cos θ, sin θ]); at gimbal lock it is undefined: 0.
+    roll = float(np.arctan2(r[0, 1], r[0, 0])) if cos_yaw > _GIMBAL_EPS else 0.0
+    # Pitch from R·Rz(roll)ᵀ = Rx·Ry, whose entries [2,1] = -sin φ and [1,1] = cos φ do not
+    # vanish near gimbal lock, so any roll error is absorbed and R is rebuilt exactly.
+    cr, sr = np.cos(roll), np.sin(roll)
+    m21 = r[2, 1] * cr - r[2, 0] * sr
+    m11 = r[1, 1] * cr - r[1, 0] * sr
+    pitch = np.arctan2(-m21, m11)
     return np.array([pitch, yaw, roll])
 
 

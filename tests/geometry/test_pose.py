@@ -46,6 +46,13 @@ def test_rotation_to_angles_gimbal_lock(yaw):
     np.testing.assert_allclose(pose.angles_to_rotation(a), r, atol=1e-9)
 
 
+@pytest.mark.parametrize("eps", [1e-3, 1e-5, 1e-7, 1e-9, 1e-12])
+def test_rotation_to_angles_near_gimbal_lock_rebuilds_rotation(eps):
+    for yaw in (np.pi / 2 - eps, -np.pi / 2 + eps):
+        r = pose.angles_to_rotation([0.4, yaw, 0.25])
+        np.testing.assert_allclose(pose.angles_to_rotation(pose.rotation_to_angles(r)), r, atol=1e-11)
+
+
 def test_rotation_to_angles_rejects_bad_shape():
     with pytest.raises(InputError, match="rotation"):
         pose.rotation_to_angles(np.eye(2))
