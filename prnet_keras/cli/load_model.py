@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
     p.add_argument("--mat-type", choices=("normal", "dotnet"), default="normal", help=".mat array layout")
-    p.add_argument("--show", action="store_true", help="open interactive open3d viewers (needs a display)")
+    p.add_argument("--show", action="store_true",
+                   help="open interactive open3d viewers; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
     return p
 
@@ -78,7 +79,7 @@ def process_images(
 
     Faces go to ``out_dir/<relative folder>/<image stem>_<k>*``. Returns a summary dict:
     images, faces, written (paths), skipped [(path, reason)], faces_by_image, and with
-    ``keep_faces`` the Face objects (for viewers; otherwise they are dropped as written).
+    ``keep_faces`` face_objects [(output stem path, Face)] (for viewers; otherwise faces are dropped as written).
     """
     from prnet_keras.inference.images import load_image
     from prnet_keras.inference.writers import write_face_outputs
@@ -113,16 +114,25 @@ def process_images(
                                                          texture_size, visibility_mask, mat_type)
                 summary["faces"] += 1
                 if keep_faces:
-                    summary.setdefault("face_objects", []).append(face)
+                    summary.setdefault("face_objects", []).append((out_dir / rel / f"{p.stem}_{k}", face))
     return summary
 
 
-def _show(faces: list[Any]) -> None:
-    from prnet_keras.viz.viewers import show_mesh, show_point_cloud
+def _show(faces: list[tuple[Path, Any]]) -> None:
+    """Interactive open3d viewers; without a display, headless renders (three yaw views) to PNG."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        from prnet_keras.viz.viewers import show_mesh, show_point_cloud
 
-    for face in faces:
-        show_mesh(face.camera_vertices, face.triangles, face.colors)
-        show_point_cloud(face.camera_vertices, face.colors)
+        for _, face in faces:
+            show_mesh(face.camera_vertices, face.triangles, face.colors)
+            show_point_cloud(face.camera_vertices, face.colors)
+        return
+    from prnet_keras.viz.render import render_views, save_render
+
+    for stem, face in faces:
+        path = stem.with_name(stem.name + "_views.png")
+        save_render(path, render_views(face.vertices, face.triangles, face.colors, frontal_rotation=face.pose.rotation))
+        print(f"no display: wrote headless mesh views to {path}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -127,3 +127,18 @@ def test_cli_end_to_end_with_keras_file(photo_dir, tmp_path, official_layout, ca
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["a_0.mat", "a_0.obj", "a_0_kpt.npy", "a_0_kpt.txt", "a_0_pose.json"]
     assert "1 image(s), 1 face(s), 5 file(s)" in capsys.readouterr().out
+
+
+def test_show_without_display_writes_headless_views(photo_dir, tmp_path, posed_samples, bfm_layout, monkeypatch, capsys):
+    from prnet_keras.cli.load_model import _show
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    s = posed_samples[0]
+    summary = process_images([photo_dir / "a.jpg"], Predictor(lambda x: s.gt_map[None], bfm_layout), tmp_path, ["kpt"],
+                             detector=lambda im: [], bbox=[150, 150, 300, 300], keep_faces=True)
+    _show(summary["face_objects"])
+    views = tmp_path / "a_0_views.png"
+    assert views.is_file() and "headless mesh views" in capsys.readouterr().err
+    img = __import__("cv2").imread(str(views))
+    assert img.shape == (256, 768, 3) and (img.max(2) > 0).mean() > 0.1
