@@ -118,6 +118,27 @@ def mat_bytes(d: dict) -> bytes:
     return buf.getvalue()
 
 
+def synthetic_fit(yaw: float = 0.3) -> bytes:
+    """A fit .mat for the synthetic model (mean shape and expression) placing the face near (100, 95) y-up."""
+    from prnet_keras.geometry import make_pose_para
+
+    pose = make_pose_para(np.array([0.05, yaw, -0.02]), np.array([100.0, 95.0, 0.0]), 5e-4)
+    return mat_bytes({"Pose_Para": pose, "Shape_Para": np.zeros((199, 1)), "Exp_Para": np.zeros((29, 1))})
+
+
+@pytest.fixture(scope="session")
+def synthetic_client(synthetic_model, synthetic_layout):
+    """Server with the synthetic model's UV layout, so /extract and /evaluate of fits work."""
+    from fastapi.testclient import TestClient
+
+    from prnet_keras.inference import Predictor
+    from prnet_keras.server.app import create_app
+
+    pred = Predictor(dome_network, synthetic_layout, detector=stub_detector)
+    with TestClient(create_app(pred, make_settings(max_request_bytes=20_000_000), morphable=synthetic_model)) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def chromium_paths() -> tuple[str, str]:
     chrome, driver = os.environ.get("PRNET_CHROMIUM", "/usr/bin/chromium"), os.environ.get("PRNET_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -132,4 +153,5 @@ def helpers():
     import types
 
     return types.SimpleNamespace(image_bytes=image_bytes, b64=b64, mat_bytes=mat_bytes, make_settings=make_settings,
-                                 dome_layout=dome_layout, dome_network=dome_network, stub_detector=stub_detector)
+                                 dome_layout=dome_layout, dome_network=dome_network, stub_detector=stub_detector,
+                                 synthetic_fit=synthetic_fit)

@@ -94,25 +94,9 @@ def test_predict_with_fit_mat_crops_from_its_landmarks(client, helpers):
     assert abs(size - 1.5 * ((hi - lo).sum() / 2)) <= 1  # training crop: 1.5 x keypoint box
 
 
-@pytest.fixture(scope="module")
-def synthetic_client(synthetic_model, synthetic_layout, helpers):
-    from prnet_keras.inference import Predictor
-
-    pred = Predictor(helpers.dome_network, synthetic_layout, detector=helpers.stub_detector)
-    with TestClient(create_app(pred, helpers.make_settings(max_request_bytes=20_000_000), morphable=synthetic_model)) as c:
-        yield c
-
-
-def synthetic_fit(helpers, yaw: float = 0.3) -> bytes:
-    from prnet_keras.geometry import make_pose_para
-
-    pose = make_pose_para(np.array([0.05, yaw, -0.02]), np.array([100.0, 95.0, 0.0]), 5e-4)
-    return helpers.mat_bytes({"Pose_Para": pose, "Shape_Para": np.zeros((199, 1)), "Exp_Para": np.zeros((29, 1))})
-
-
 def test_extract_ground_truth_mesh_from_fit(synthetic_client, helpers, synthetic_layout):
     img = helpers.image_bytes(200, 200)
-    r = synthetic_client.post("/extract", json=request(helpers, [img], [[synthetic_fit(helpers), b""]]))
+    r = synthetic_client.post("/extract", json=request(helpers, [img], [[helpers.synthetic_fit(), b""]]))
     assert r.status_code == 200, r.text
     faces = r.json()["imageMeshList"][0]["faceMeshList"]
     assert faces[1] == {"rawMesh": "", "faceBB": []}
@@ -123,7 +107,7 @@ def test_extract_ground_truth_mesh_from_fit(synthetic_client, helpers, synthetic
 
 
 def test_evaluate_ground_truth_against_itself_is_zero(synthetic_client, helpers):
-    img, fit = helpers.image_bytes(200, 200), synthetic_fit(helpers)
+    img, fit = helpers.image_bytes(200, 200), helpers.synthetic_fit()
     gt_mesh = synthetic_client.post("/extract", json=request(helpers, [img], [[fit]])).json()
     raw = gt_mesh["imageMeshList"][0]["faceMeshList"][0]["rawMesh"]
     body = {"imageMatList": [{"rawImage": helpers.b64(img), "rawOrgMats": [helpers.b64(fit)], "rawPredictMats": [raw]}]}
@@ -137,7 +121,7 @@ def test_evaluate_ground_truth_against_itself_is_zero(synthetic_client, helpers)
 
 
 def test_evaluate_prediction_gives_positive_finite_errors(synthetic_client, helpers):
-    img, fit = helpers.image_bytes(200, 200), synthetic_fit(helpers, yaw=0.0)
+    img, fit = helpers.image_bytes(200, 200), helpers.synthetic_fit(yaw=0.0)
     pred = synthetic_client.post("/predict", json=request(helpers, [img], [[fit]])).json()
     raw = pred["imageMeshList"][0]["faceMeshList"][0]["rawMesh"]
     body = {"imageMatList": [{"rawImage": helpers.b64(img), "rawOrgMats": [helpers.b64(fit)], "rawPredictMats": [raw]}]}
@@ -183,7 +167,7 @@ def test_predict_with_fit_without_landmarks_uses_projected_keypoints(synthetic_c
     """A 300W-LP-style fit whose pt2d is not 68 points: the crop comes from the fit's model keypoints."""
     import scipy.io as sio
 
-    fit = sio.loadmat(io.BytesIO(synthetic_fit(helpers, yaw=0.0)))
+    fit = sio.loadmat(io.BytesIO(helpers.synthetic_fit(yaw=0.0)))
     fit["pt2d"] = np.zeros((2, 21))  # AFLW's 21 points: unusable for the 68-point crop
     raw = helpers.mat_bytes({k: v for k, v in fit.items() if not k.startswith("__")})
     r = synthetic_client.post("/predict", json=request(helpers, [helpers.image_bytes(200, 200)], [[raw]]))
