@@ -219,3 +219,18 @@ def test_render_shaded_lambert_and_ambient():
     assert img.dtype == np.float32 and img[9, 9].sum() == 0
     with pytest.raises(InputError, match="light_dir"):
         raster.render_shaded(v, [[0, 1, 2]], None, 10, 10, light_dir=(0, 0, 0))
+
+
+def test_uv_maps_from_threads_match_serial(tiny_model):
+    # Kernels release the GIL (nogil) and the plan cache is locked: threaded dataset
+    # builders get the same maps as a serial loop.
+    from concurrent.futures import ThreadPoolExecutor
+
+    uv = raster.uv_pixel_coords(tiny_model.uv_coords, 48)
+    rng = np.random.default_rng(5)
+    attrs = [tiny_model.vertices(rng.normal(size=3), rng.normal(size=2)) for _ in range(8)]
+    serial = [raster.render_uv_map(uv, tiny_model.triangles, a, 48, cache=False) for a in attrs]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lambda a: raster.render_uv_map(uv, tiny_model.triangles, a, 48), attrs))
+    for s, t in zip(serial, threaded):
+        np.testing.assert_array_equal(s, t)
