@@ -51,6 +51,8 @@ def environment() -> dict:
         "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
         "tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
         "opencv": cv2.__version__, "numba": numba.__version__, "gpus": gpus,
+        # the machine is shared: the load average says how contended the timings were
+        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -155,7 +157,7 @@ def main() -> int:
     from prnet_keras.model import build_model
 
     env = environment()
-    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform")})
+    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "loadavg_1_5_15")})
     print("versions:", {k: env[k] for k in ("python", "numpy", "tensorflow", "keras", "opencv", "numba")}, "gpus:", env["gpus"])
     sc = scene()
     print("scene:", sc["what"], f"({sc['layout'].n_vertices} vertices, {len(sc['layout'].triangles)} triangles)")
@@ -173,6 +175,8 @@ def main() -> int:
                                        f"batch{args.batch}_ms": median_ms(batch_s), "batch_images_per_s": ips}
             print(f"{name}: " + " ".join(f"{k}={v}ms" for k, v in per_image.items()) +
                   f" | batch {args.batch}: {median_ms(batch_s)} ms = {ips} images/s")
+    if hasattr(os, "getloadavg"):
+        results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     out = ROOT / "bench" / "results" / "inference.json"
     write_json(out, results)
     r = results["models"]["resfcn256"]["per_image_ms"]
