@@ -224,7 +224,7 @@ def compose(face: np.ndarray, coverage: np.ndarray, bg: np.ndarray, rng: np.rand
     img = bg + alpha * (face - bg)
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (3, 3), 0)
-    noise = rng.standard_normal(img.shape, dtype=np.float32)
+    noise = rng.standard_normal(img.shape[:2] + (1,), dtype=np.float32)  # luminance noise: a third of the draws
     return img + noise * np.float32(rng.uniform(0.0, 0.03))
 
 

@@ -50,7 +50,7 @@ Z_CENTRE = 10.0
 _LIP_LINE = -40.0  # mm: the mouth slit lies on the grid rows around it
 _OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]]) / np.sqrt([[3.0], [2.0], [6.0]])  # rows: luma, r-g, y-b
 _DENSITIES = {"default": 12000, "bfm": BFM_VERTICES}
-_KEEP_FRACTION = 0.815  # share of grid nodes inside the mask, to size the grid for a target count
+_KEEP_FRACTION = 0.84  # share of grid nodes inside the mask, to size the grid for a target count
 
 
 # ---- landmarks and mean texture --------------------------------------------------------------
