@@ -105,11 +105,11 @@ def median_ms(samples: list[float]) -> float:
 def time_network(model, batch: int, repeats: int) -> list[float]:
     x = np.random.default_rng(0).random((batch, 256, 256, 3), dtype=np.float32)
     for _ in range(2):
-        np.asarray(model(x, training=False))  # warm-up / tracing
+        np.asarray(model.predict_on_batch(x))  # warm-up / tracing
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        np.asarray(model(x, training=False))
+        np.asarray(model.predict_on_batch(x))
         out.append(time.perf_counter() - t0)
     return out
 
