@@ -207,3 +207,10 @@ def test_serve_cli_bad_flag_fails_fast(capsys):
     assert main(["--model", "untrained:light", "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: server setting workers") and err.count("\n") == 1
+
+
+def test_render_json_is_plain_and_nan_safe():
+    from prnet_keras.server.app import render_json
+
+    assert render_json({"b": np.float32(1.5), "c": np.arange(3), "d": [np.int64(2)]}) == b'{"b":1.5,"c":[0,1,2],"d":[2]}'
+    assert render_json({"a": float("nan"), "e": [np.float64("inf"), 1.0]}) == b'{"a":null,"e":[null,1.0]}'
