@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +164,10 @@ class UVLayout:
             return cls.from_bytes(Path(path).read_bytes())
         except FileNotFoundError:
             raise InputError(f"{path}: UV layout file not found") from None
-        except (KeyError, ValueError, OSError) as exc:
-            raise InputError(f"{path}: not a UV layout file ({exc})") from None
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise InputError(f"{path}: not a UV layout file ({type(exc).__name__}: {exc})") from None
 
     # ---- construction ------------------------------------------------------------------
     @classmethod

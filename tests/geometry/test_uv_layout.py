@@ -113,6 +113,10 @@ def test_layout_load_errors(tmp_path, tiny_model):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(InputError, match="not a UV layout"):
         UVLayout.load(tmp_path / "junk.npz")
+    data = UVLayout.from_model(tiny_model, resolution=64).to_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.npz: not a UV layout"):
+        UVLayout.load(tmp_path / "cut.npz")
     with pytest.raises(InputError, match="--uv-data or a morphable model"):
         load_uv_layout(None)
     assert load_uv_layout(None, tiny_model, resolution=64).n_vertices == 2500
