@@ -34,7 +34,8 @@ def _write_uint(out, pos, value):
 
 @njit(cache=True, nogil=True)
 def _format_float_rows(values, prefix, seps, decimals, out):
-    scale = 10**decimals
+    scale = 10.0**decimals
+    tmp = np.empty(40, np.uint8)
     pos = 0
     for i in range(values.shape[0]):
         for c in prefix:
@@ -44,21 +45,28 @@ def _format_float_rows(values, prefix, seps, decimals, out):
             out[pos] = seps[j]
             pos += 1
             v = values[i, j]
-            neg = v < 0
-            r = np.int64(np.floor(abs(v) * scale + 0.5))
-            if neg and r != 0:
+            r = np.int64(abs(v) * scale + 0.5)  # truncation of a positive number = floor
+            if v < 0 and r != 0:
                 out[pos] = 45  # '-'
                 pos += 1
-            pos = _write_uint(out, pos, r // scale)
+            # digits least-significant first into tmp (fraction, '.', integer part), then reversed
+            n = 0
+            for _ in range(decimals):
+                tmp[n] = 48 + r % 10
+                r //= 10
+                n += 1
             if decimals > 0:
-                out[pos] = 46  # '.'
+                tmp[n] = 46  # '.'
+                n += 1
+            while True:
+                tmp[n] = 48 + r % 10
+                r //= 10
+                n += 1
+                if r == 0:
+                    break
+            for q in range(n - 1, -1, -1):
+                out[pos] = tmp[q]
                 pos += 1
-                frac = r % scale
-                div = scale // 10
-                for _ in range(decimals):
-                    out[pos] = 48 + (frac // div) % 10
-                    div //= 10
-                    pos += 1
         out[pos] = 10
         pos += 1
     return pos

@@ -39,20 +39,49 @@ def _mesh_vertices(face: Face, frame: str) -> np.ndarray:
     raise InputError(f"frame: expected 'camera' or 'image', got {frame!r}")
 
 
+_TEXT_CACHE: dict[tuple[int, str], tuple[object, str]] = {}
+
+
+def _layout_text(layout: object, kind: str, make) -> str:
+    """Text blocks that depend only on the UV layout (faces, texture coordinates), made once.
+
+    Keyed by the layout object (held, so its id cannot be reused); layouts are immutable.
+    """
+    key = (id(layout), kind)
+    hit = _TEXT_CACHE.get(key)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    text = make()
+    if len(_TEXT_CACHE) >= 16:
+        _TEXT_CACHE.clear()
+    _TEXT_CACHE[key] = (layout, text)
+    return text
+
+
+def _face_lines(triangles: np.ndarray, textured: bool) -> str:
+    tri = np.asarray(triangles, np.int64) + 1
+    if textured:
+        return format_rows(np.repeat(tri, 2, axis=1), "f", None, seps=" / / /")
+    return format_rows(tri, "f", None)
+
+
 def obj_text(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-             uvs: np.ndarray | None = None, header: str = "", mtl: str | None = None) -> str:
-    """Wavefront OBJ text: ``v x y z [r g b]`` (colours in [0, 1]), optional ``vt``, 1-based faces."""
+             uvs: np.ndarray | None = None, header: str = "", mtl: str | None = None,
+             _faces: str | None = None, _uv_lines: str | None = None) -> str:
+    """Wavefront OBJ text: ``v x y z [r g b]`` (colours in [0, 1]), optional ``vt``, 1-based faces.
+
+    vertices (N, 3), triangles (T, 3) 0-based, colors (N, 3), uvs (N, 2) (the vertex index is
+    also the texture-coordinate index).
+    """
     lines = [f"# {line}\n" for line in header.splitlines()]
     if mtl:
         lines.append(f"mtllib {mtl}\nusemtl material_0\n")
     v = np.asarray(vertices, np.float64)
     lines.append(format_rows(np.hstack([v, np.asarray(colors, np.float64)]) if colors is not None else v, "v", 4))
-    tri = np.asarray(triangles, np.int64) + 1
-    if uvs is not None:
-        lines.append(format_rows(np.asarray(uvs, np.float64), "vt", 6))
-        lines.append(format_rows(np.repeat(tri, 2, axis=1), "f", None, seps=" / / /"))
-    else:
-        lines.append(format_rows(tri, "f", None))
+    textured = uvs is not None or _uv_lines is not None
+    if textured:
+        lines.append(_uv_lines if _uv_lines is not None else format_rows(np.asarray(uvs, np.float64), "vt", 6))
+    lines.append(_faces if _faces is not None else _face_lines(triangles, textured))
     return "".join(lines)
 
 
@@ -61,7 +90,8 @@ def write_obj(face: Face, path: str | os.PathLike, frame: str = "camera", colors
     path = Path(path)
     v = _mesh_vertices(face, frame)
     header = f"prnet-keras face mesh: {v.shape[0]} vertices, {face.triangles.shape[0]} triangles\nframe: {_FRAMES[frame]}"
-    atomic_write_text(path, obj_text(v, face.triangles, face.colors if colors else None, header=header))
+    faces = _layout_text(face.layout, "f", lambda: _face_lines(face.triangles, False))
+    atomic_write_text(path, obj_text(v, face.triangles, face.colors if colors else None, header=header, _faces=faces))
     return path
 
 
@@ -81,7 +111,9 @@ def write_obj_textured(face: Face, path: str | os.PathLike, texture_size: int | 
     atomic_write_text(mtl_path, f"newmtl material_0\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nmap_Kd {tex_path.name}\n")
     v = _mesh_vertices(face, frame)
     header = f"prnet-keras textured face mesh\nframe: {_FRAMES[frame]}"
-    atomic_write_text(path, obj_text(v, face.triangles, uvs=uv_texcoords(face), header=header, mtl=mtl_path.name))
+    faces = _layout_text(face.layout, "f/vt", lambda: _face_lines(face.triangles, True))
+    uv_lines = _layout_text(face.layout, "vt", lambda: format_rows(uv_texcoords(face), "vt", 6))
+    atomic_write_text(path, obj_text(v, face.triangles, header=header, mtl=mtl_path.name, _faces=faces, _uv_lines=uv_lines))
     return [path, mtl_path, tex_path]
 
 
