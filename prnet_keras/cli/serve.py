@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="inference threads (config server.workers)")
     p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503")
     p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504")
+    p.add_argument("--batch-window-ms", type=float, default=0.0,
+                   help="micro-batch network calls of concurrent requests, waiting up to this long for company "
+                        "(0 = off); use with --workers > 2")
+    p.add_argument("--max-batch", type=int, default=16, help="crops per batched network call")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable); CORS is off by default")
     p.add_argument("--icp", default="scipy", choices=("scipy", "open3d", "simpleicp"), help="ICP backend for /evaluate")
@@ -87,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             queue_size=args.queue_size, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()),
             detector=detector, model_path=args.model,
         )
+        if args.batch_window_ms < 0 or args.max_batch < 1:
+            raise PRNetError("--batch-window-ms must be >= 0 and --max-batch >= 1")
         predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector)
+        if args.batch_window_ms > 0:
+            from prnet_keras.server.batching import batched_predictor
+
+            predictor = batched_predictor(predictor, args.batch_window_ms, args.max_batch)
+            settings.extra_info["batching"] = {"window_ms": args.batch_window_ms, "max_batch": args.max_batch}
         settings.model_name = str(getattr(predictor.network, "name", None) or args.model)
         app = create_app(predictor, settings, morphable=args.bfm, icp_backend=args.icp)
     except PRNetError as exc:

@@ -143,6 +143,8 @@ def _points(value: Any, field: str, width: int) -> np.ndarray | None:
 def reconstruct_job(engine: Engine, s: ServerSettings, req: dict) -> dict:
     t0 = time.perf_counter()
     raw = req["image"]
+    if isinstance(raw, str):  # JSON body: base64 decoded here, on the worker, not on the event loop
+        raw = decode_base64(raw, "image", s.max_request_bytes)
     image = decode_image(raw, "image", s.max_image_pixels)
     boxes = _points(req.get("boxes"), "boxes", 4)
     landmarks = _points(req.get("landmarks"), "landmarks", 0)
@@ -207,7 +209,9 @@ async def _read_request(request: Request, s: ServerSettings) -> dict:
             raise ApiError(422, "invalid_json", "body: expected a JSON object", "body")
         if "image" not in data:
             raise ApiError(422, "missing_field", "image: missing (base64 string)", "image")
-        return {"image": decode_base64(data["image"], "image", s.max_request_bytes),
+        if not isinstance(data["image"], str):
+            raise ApiError(422, "invalid_base64", f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
+        return {"image": data["image"],
                 "outputs": _parse_outputs(data.get("outputs")), "boxes": data.get("boxes"),
                 "landmarks": data.get("landmarks")}
     raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype!r}: send multipart/form-data or application/json",
