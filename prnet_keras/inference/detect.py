@@ -67,9 +67,13 @@ class FaceDetector(Protocol):
 
 
 class MTCNNDetector:
-    """MTCNN (``mtcnn`` package, TensorFlow); keeps faces with confidence >= ``min_confidence``."""
+    """MTCNN (``mtcnn`` package, TensorFlow); keeps faces with confidence >= ``min_confidence``.
 
-    def __init__(self, min_confidence: float = 0.9, min_face_size: int = 20) -> None:
+    min_face_size: smallest face searched, pixels of the (possibly downscaled) image;
+    max_side: images larger than this are downscaled for the search (None: never).
+    """
+
+    def __init__(self, min_confidence: float = 0.9, min_face_size: int = 20, max_side: int | None = 1280) -> None:
         try:
             from mtcnn import MTCNN
         except ImportError:  # pragma: no cover - listed in requirements.txt
@@ -77,9 +81,19 @@ class MTCNNDetector:
         self._mtcnn = MTCNN()
         self.min_confidence = float(min_confidence)
         self.min_face_size = int(min_face_size)
+        self.max_side = max_side
         self._lock = threading.Lock()  # the MTCNN object is not documented as thread-safe
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
+        # Big photos are searched at most max_side pixels wide (the image pyramid's cost grows
+        # with the area); boxes and points are scaled back to the full image.
+        scale = 1.0
+        if self.max_side and max(image_rgb.shape[:2]) > self.max_side:
+            import cv2
+
+            scale = self.max_side / max(image_rgb.shape[:2])
+            size = (max(1, round(image_rgb.shape[1] * scale)), max(1, round(image_rgb.shape[0] * scale)))
+            image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
         with self._lock:
             found = self._mtcnn.detect_faces(image_rgb, box_format="xyxy", min_face_size=self.min_face_size)
         out = []
@@ -90,7 +104,8 @@ class MTCNNDetector:
             kp = f.get("keypoints") or {}
             order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
             lm5 = np.array([[float(v) for v in kp[k]] for k in order]) if all(k in kp for k in order) else None
-            out.append(Detection(np.array([float(v) for v in f["box"]], np.float64), score, "mtcnn", None, lm5))
+            box = np.array([float(v) for v in f["box"]], np.float64) / scale
+            out.append(Detection(box, score, "mtcnn", None, None if lm5 is None else lm5 / scale))
         return sorted(out, key=lambda d: -(d.score or 0.0))
 
 

@@ -125,3 +125,14 @@ def test_predictor_with_mtcnn_batches_all_faces(reference_data, posed_samples, b
         cx, cy, size = per_image[0].crop_box
         np.testing.assert_allclose([cx, cy], (d.box[:2] + d.box[2:]) / 2, atol=1e-6)
         assert size == pytest.approx(1.6 * ((d.box[2] - d.box[0]) + (d.box[3] - d.box[1])) / 2)
+
+
+def test_mtcnn_large_image_is_searched_downscaled(reference_data):
+    det = get_detector("mtcnn", 0.9)
+    img = load_image(reference_data / "photos" / "1.jpg")
+    (small,) = det(img)
+    big = cv2.resize(img, None, fx=6, fy=6, interpolation=cv2.INTER_LINEAR)  # 1362² > max_side 1280
+    (found,) = det(big)
+    side = small.box[2] - small.box[0]
+    np.testing.assert_allclose(found.box / 6, small.box, atol=0.1 * side)  # back in full-image pixels
+    np.testing.assert_allclose(found.landmarks5 / 6, small.landmarks5, atol=0.1 * side)
