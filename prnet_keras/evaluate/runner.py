@@ -48,7 +48,7 @@ class Settings:
     shiftZ: str = "min"
     icp: str = "open3d"
     icp_method: str = "point_to_plane"
-    icp_points: int = 12000
+    icp_points: int = 8000
     yaw_bins: tuple[float, ...] = report.DEFAULT_YAW_BINS
     ced_max: float = 10.0
 
