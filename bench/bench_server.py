@@ -5,9 +5,9 @@
 
 Each client loops POST /v1/reconstruct (multipart JPEG, 320x240, one given face box, outputs
 landmarks + pose) until the deadline, so every request runs exactly one network pass plus
-post-processing. The server runs with ``--workers 2 --queue-size <clients>``: the pool admits
-every client, so a 503 here means a bug and is counted as an error (503s are also reported
-separately). Latency is client-side (queueing included); ``service_ms_p50`` is the
+post-processing. The server runs with ``--workers 8 --batch-window-ms 5 --queue-size <clients>``
+(eight request threads whose network calls are micro-batched together): the pool admits every
+client, so a 503 here means a bug and is counted as an error (503s are also reported separately). Latency is client-side (queueing included); ``service_ms_p50`` is the
 server's own decode + network + post-processing time per request. Peak memory is the
 server process's peak RSS, sampled every 100 ms.
 Writes bench/results/server.json; the last line is ``server rps=<v> p99_ms=<v> errors=<n>``.
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uv-data", default=None)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
-    p.add_argument("--workers", type=int, default=2, help="server inference threads")
-    p.add_argument("--batch-window-ms", type=float, default=0.0, help="server micro-batching window (0 = off)")
+    p.add_argument("--workers", type=int, default=8, help="server request threads (share one micro-batched network)")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="server micro-batching window (0 = off)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 256 and 1 <= args.duration <= 600):

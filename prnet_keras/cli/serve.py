@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="inference threads (config server.workers)")
     p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503")
     p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504")
-    p.add_argument("--batch-window-ms", type=float, default=0.0,
-                   help="micro-batch network calls of concurrent requests, waiting up to this long for company "
-                        "(0 = off); use with --workers > 2")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="micro-batch the network calls of concurrent requests, waiting up to this long for company "
+                        "(0 = off); pays off with --workers > 2")
     p.add_argument("--max-batch", type=int, default=16, help="crops per batched network call")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable); CORS is off by default")
