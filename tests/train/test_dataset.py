@@ -109,3 +109,20 @@ def test_multiprocessing_workers_give_the_same_batches(source):
             np.testing.assert_array_equal(y, ref[i][1])
         ref.on_epoch_end()
     assert ds.epoch == 2
+
+
+def test_reads_files_built_by_the_data_package(synthetic_train_hdf5, synthetic_val_hdf5):
+    from prnet_keras.data.hdf5 import PositionMapDataset
+
+    ref = PositionMapDataset([synthetic_train_hdf5])
+    ds = AugmentedDataset([synthetic_train_hdf5], batch_size=4, seed=0)
+    assert ds.layout == ref.layout and ds.n_samples == len(ref)
+    x, y = ds[0]
+    assert x.shape == y.shape == (4, 256, 256, 3) and 0 <= x.min() and x.max() <= 1
+    # Labels are crop px / 281.6: face pixels mostly inside the (augmented) crop.
+    face = y[:, ref.layout.face_mask]
+    assert 20 < np.median(face[..., :2]) * LABEL_SCALE < 236
+    val = AugmentedDataset([synthetic_val_hdf5], batch_size=5, mode="val")
+    xv, yv = val[0]
+    raw = PositionMapDataset([synthetic_val_hdf5]).read_batch(range(5))
+    np.testing.assert_allclose(yv * LABEL_SCALE, raw["position_map"], rtol=1e-5, atol=1e-3)

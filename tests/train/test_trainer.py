@@ -171,3 +171,24 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("error: --hdf5dir") and err.count("\n") == 1
     assert main(["--train", str(tmp_path / "x.hdf5"), "--output", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_precision_policy_is_restored_and_distribution_plan_on_cpu():
+    import keras
+
+    from prnet_keras.train.distribute import plan_distribution
+    from prnet_keras.train.trainer import precision_policy
+
+    before = keras.config.dtype_policy().name
+    with precision_policy("bf16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+    with pytest.raises(RuntimeError):
+        with precision_policy("fp16"):
+            raise RuntimeError("boom")
+    assert keras.config.dtype_policy().name == before
+    assert plan_distribution("off").kind == "single"
+    plan = plan_distribution("auto")
+    assert plan.replicas >= 1 and plan.kind in ("single", "mirrored", "multi_worker", "jax_data_parallel")
+    with plan.scope():
+        pass
