@@ -458,5 +458,7 @@ def render_shaded(
         base = np.full((v.shape[0], 3), 0.8, np.float32)
     else:
         base = _as_attributes(colors, v.shape[0])
+        if base.shape[1] != 3:
+            raise InputError(f"colors: expected ({v.shape[0]}, 3) RGB in [0, 1], got shape {base.shape}")
     image, _, _ = rasterize(v, tri, base * shade[:, None], height, width, background=background)
     return np.clip(image, 0.0, 1.0)

@@ -217,6 +217,8 @@ def test_render_shaded_lambert_and_ambient():
     side = raster.render_shaded(v, [[0, 1, 2]], col, 10, 10, light_dir=(1, 0, 0), ambient=0.3)
     np.testing.assert_allclose(side[2, 2], [0.3, 0.15, 0.0], atol=1e-6)  # grazing: ambient only
     assert img.dtype == np.float32 and img[9, 9].sum() == 0
+    with pytest.raises(InputError, match="colors"):
+        raster.render_shaded(v, [[0, 1, 2]], np.ones((3, 4)), 10, 10)
     with pytest.raises(InputError, match="light_dir"):
         raster.render_shaded(v, [[0, 1, 2]], None, 10, 10, light_dir=(0, 0, 0))
 
