@@ -210,8 +210,12 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     a = np.asarray(image)
     if a.ndim == 3:
         a = a[..., ::-1]  # OpenCV writes BGR
-    # Level 1: ~3x faster than the default 3 for a few % larger files.
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    # Level 1: ~3x faster than the default 3 for a few % larger files; for 16-bit maps the
+    # RLE strategy is faster still and no larger (smooth high bytes).
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if a.dtype == np.uint16:
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(a), params)
     if not ok:  # pragma: no cover - cv2 refuses only unsupported dtypes
         raise InputError(f"{path}: cannot encode {a.dtype} {a.shape} as PNG")
     atomic_write_bytes(path, buf.tobytes())
