@@ -13,10 +13,18 @@ import base64
 import io
 import os
 
+import warnings
+
 import numpy as np
 import pytest
 
 from prnet_keras.geometry import UVLayout, grid_triangles
+
+with warnings.catch_warnings():
+    # Starlette deprecates its httpx-based TestClient in favour of "httpx2" (not packaged here);
+    # importing it once, quietly, keeps that notice out of every test run.
+    warnings.simplefilter("ignore")
+    import fastapi.testclient  # noqa: F401
 
 R = 256
 DISC = 36  # radius (UV pixels) of the toy face region: ~4k vertices keeps tests fast

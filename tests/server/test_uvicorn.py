@@ -142,3 +142,30 @@ def test_prnet_serve_untrained_light_model(helpers):
         assert r.json()["faces"][0]["mesh"]["n_vertices"] == info["uv_layout"]["n_vertices"]
     finally:
         stop(proc)
+
+
+@pytest.mark.slow
+def test_serve_loads_a_saved_keras_model(tmp_path, helpers):
+    """prnet-serve's model path: a .keras file with its uv_layout.npz beside it, through model.io."""
+    from fastapi.testclient import TestClient
+
+    from prnet_keras.cli.serve import build_predictor
+    from prnet_keras.model import build_model
+    from prnet_keras.server.app import create_app
+    from prnet_keras.server.batching import batched_predictor
+
+    path = tmp_path / "tiny.keras"
+    build_model("light", width=0.25).save(path)
+    helpers.dome_layout().save(tmp_path / "uv_layout.npz")
+    predictor, info = build_predictor(str(path), None, "synthetic", "opencv")
+    assert info == {"untrained": False} and predictor.layout.source == "test-dome"
+    app = create_app(batched_predictor(predictor, 2), helpers.make_settings(model_name="tiny.keras"))
+    with TestClient(app) as c:
+        r = c.post("/v1/reconstruct", json={"image": helpers.b64(helpers.image_bytes()), "boxes": [[40, 20, 120, 100]],
+                                            "outputs": ["landmarks", "mesh_obj"]})
+    assert r.status_code == 200, r.text
+    face = r.json()["faces"][0]
+    assert face["mesh"]["n_vertices"] == predictor.layout.n_vertices
+    # a sigmoid network maps into the crop: landmarks land near the given box
+    kp = face["landmarks"]
+    assert all(-200 < x < 400 and -200 < y < 400 for x, y, _ in kp)
