@@ -49,7 +49,7 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return to_jsonable(obj.item())
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
