@@ -2,6 +2,7 @@
 
 1. Generates ``--count`` AFLW2000-3D-layout images (JPEG + .mat, default settings: random
    pose with AFLW2000's yaw mix, occluders on) with ``--workers`` processes and times it.
+   Also measures CPU milliseconds per image in one process (comparable across loads).
 2. Face-likeness: renders ``--mtcnn-count`` near-frontal images (|yaw| <= 30°, no occluders,
    otherwise default settings and a different seed) and runs MTCNN (mtcnn 1.0) on each; a
    face counts as detected when a box overlaps the 68-landmark box with IoU >= 0.3. The
@@ -101,6 +102,12 @@ def main() -> int:
         seconds = time.perf_counter() - t0
         rate = len(paths) / seconds
         print(f"generated {len(paths)} images in {seconds:.1f} s with {args.workers} workers: {rate:.1f} images/s")
+        # CPU time per image in one process: comparable across machines and loads.
+        n_cpu = min(100, args.count)
+        c0 = time.process_time()
+        generate_dataset(tmp / "cpu", layout="aflw2000", count=n_cpu, seed=args.seed + 2, bfm=args.bfm)
+        cpu_ms = (time.process_time() - c0) / n_cpu * 1000
+        print(f"one process: {cpu_ms:.1f} ms CPU per image ({1000 / cpu_ms:.1f} images/s per free core)")
         frontal = generate_dataset(tmp / "frontal", layout="aflw2000", count=args.mtcnn_count, seed=args.seed + 1,
                                    bfm=args.bfm, workers=args.workers, occluders=False, near_frontal_fraction=1.0)
         clean_rate, clean_n, det_s = mtcnn_rate(frontal)
@@ -115,7 +122,7 @@ def main() -> int:
     env["mtcnn"] = getattr(mtcnn, "__version__", "1.0")
     result = {
         "name": "synth", "layout": "aflw2000", "bfm": args.bfm, "count": args.count, "workers": args.workers,
-        "seconds": seconds, "samples_per_s": rate,
+        "seconds": seconds, "samples_per_s": rate, "cpu_ms_per_image_one_process": cpu_ms,
         "mtcnn_frontal_rate": clean_rate, "mtcnn_frontal_tested": clean_n,
         "mtcnn_frontal_rate_with_occluders": occ_rate, "mtcnn_frontal_tested_with_occluders": occ_n,
         "environment": env,
