@@ -135,3 +135,15 @@ def test_fast_text_formatting_matches_printf():
     odd = np.array([[np.nan, 1.0], [2e15, -3.0]])  # fallback path
     assert format_rows(odd, "p", 2) == "p nan 1.00\np 2000000000000000.00 -3.00\n"
     assert format_rows(np.zeros((0, 3)), "v") == ""
+
+
+def test_textured_obj_uvs_point_at_each_vertex_colour(face, tmp_path):
+    obj, _, png = write_obj_textured(face, tmp_path / "t.obj", texture_size=256)
+    vt = np.array([line.split()[1:] for line in obj.read_text().splitlines() if line.startswith("vt ")], float)
+    assert vt.shape == (face.vertices.shape[0], 2) and vt.min() >= 0 and vt.max() <= 1
+    tex = cv2.imread(str(png))[..., ::-1].astype(float)
+    cols = np.rint(vt[:, 0] * 255).astype(int)
+    rows = np.rint((1 - vt[:, 1]) * 255).astype(int)  # OBJ v is up, image rows go down
+    texel = tex[rows, cols]
+    # texture = bilinear image sample at the vertex, colours = nearest pixel: nearly equal
+    assert np.median(np.abs(texel - face.colors * 255)) < 6
