@@ -21,11 +21,17 @@ from prnet_keras.errors import InputError, PRNetError
 DEFAULT_OUTPUTS = "obj,kpt,pose"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prnet_keras.inference.writers import OUTPUTS
 
     cfg = section("inference")
-    p = argparse.ArgumentParser(prog="prnet-predict", description="PRNet face reconstruction from images.")
+    p = _Parser(prog="prnet-predict", description="PRNet face reconstruction from images.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")
@@ -136,7 +142,10 @@ def _show(faces: list[tuple[Path, Any]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a flag error (2, already printed)
+        return int(exc.code or 0)
     try:
         outputs = parse_outputs(args.outputs)
         bbox = parse_bbox(args.bbox)
