@@ -101,6 +101,32 @@ def mesh_normals(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+def grid_normals(points: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Unit normals of surfaces sampled on a pixel grid (position maps), batched.
+
+    points (B, H, W, 3), valid (B, H, W) bool -> (B, H, W, 3) float32 from the cross product
+    of the row and column derivatives (central differences, one-sided next to invalid
+    pixels). ~10x cheaper than triangle-based normals for a 44k-point face; sign irrelevant.
+    """
+    p = np.asarray(points, np.float32)
+    v = np.asarray(valid, bool)
+
+    def deriv(axis: int) -> np.ndarray:
+        nxt, prv = np.roll(p, -1, axis), np.roll(p, 1, axis)
+        vn, vp = np.roll(v, -1, axis), np.roll(v, 1, axis)
+        # no wrap-around across the image border
+        edge = [slice(None)] * 3
+        edge[axis] = -1
+        vn[tuple(edge)] = False
+        edge[axis] = 0
+        vp[tuple(edge)] = False
+        vn, vp = vn[..., None], vp[..., None]
+        return np.where(vn & vp, (nxt - prv) * 0.5, np.where(vn, nxt - p, np.where(vp, p - prv, 0.0)))
+
+    n = np.cross(deriv(2), deriv(1))
+    return n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+
+
 def estimate_normals(points: np.ndarray, k: int = 12) -> np.ndarray:
     """(n, 3) unit normals from the smallest principal axis of each point's k neighbours."""
     pts = np.asarray(points, np.float64)
@@ -200,7 +226,7 @@ def icp(
     method: Literal["point_to_plane", "point_to_point"] = "point_to_plane",
     dst_normals: np.ndarray | None = None,
     max_distance: float | None = None,
-    max_iter: int = 50,
+    max_iter: int = 30,
     tol: float = 1e-6,
     trim: float = 0.1,
     init_centroids: bool = True,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prnet_keras.errors import InputError
-from prnet_keras.evaluate.icp import available_backends, estimate_normals, icp, mesh_normals
+from prnet_keras.evaluate.icp import available_backends, estimate_normals, grid_normals, icp, mesh_normals
 from prnet_keras.geometry import angles_to_rotation
 from prnet_keras.geometry.uv import grid_triangles
 
@@ -71,8 +71,13 @@ def test_normals_agree_and_bad_input(rng):
     mask = np.ones((30, 30), bool)
     n_mesh = mesh_normals(pts, grid_triangles(mask))
     n_knn = estimate_normals(pts)
-    cos = np.abs(np.sum(n_mesh * n_knn, 1))
-    assert np.median(cos) > 0.99
+    grid = pts.reshape(1, 30, 30, 3)
+    valid = np.ones((1, 30, 30), bool)
+    valid[0, :3] = False  # invalid rows: one-sided differences next to them, nothing across
+    n_grid = grid_normals(np.where(valid[..., None], grid, 0.0), valid)[0].reshape(-1, 3)
+    for other in (n_knn, n_grid):
+        cos = np.abs(np.sum(n_mesh * other, 1))
+        assert np.median(cos[valid.ravel()]) > 0.99 and cos[valid.ravel()].min() > 0.9
     with pytest.raises(InputError):
         icp(pts[:, :2], pts)
     with pytest.raises(InputError):
