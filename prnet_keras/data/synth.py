@@ -30,6 +30,10 @@ expression and texture (the synthetic model is left-right symmetric) and pt2d mi
 the left/right landmark labels swapped (so it equals the projection of the mirrored
 parameters). ``aflw2000`` writes flat ``image00001.jpg`` / ``.mat`` pairs.
 
+``synth_info.json`` in ``out`` records the settings and a fingerprint of the model: the
+parameters in the ``.mat`` files only mean something with that model (a later version of the
+synthetic model may differ), so readers can check it.
+
 Determinism: every sample draws from ``SeedSequence([seed, layout, index])``, so the same
 seed gives identical bytes for any worker count (``.mat`` headers carry no timestamp).
 """
@@ -37,6 +41,7 @@ seed gives identical bytes for any worker count (``.mat`` headers carry no times
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import io
 import multiprocessing
 from pathlib import Path
@@ -45,10 +50,11 @@ import cv2
 import numpy as np
 import scipy.io
 
+from prnet_keras import __version__
 from prnet_keras.data import synth_render as sr
 from prnet_keras.errors import InputError
 from prnet_keras.geometry.morphable import MorphableModel, load_morphable_model
-from prnet_keras.utils import atomic_write_bytes
+from prnet_keras.utils import atomic_write_bytes, write_json
 
 IMAGE_SIZE = 450
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
@@ -57,6 +63,7 @@ LAYOUTS = ("aflw2000", "300wlp")
 # flatter one for training data so profiles are well represented.
 DEFAULT_NEAR_FRONTAL = {"aflw2000": 0.656, "300wlp": 0.4}
 POSES_PER_PERSON = 3
+INFO_FILE = "synth_info.json"  # generation settings + model fingerprint, beside the samples
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: prnet-keras synthetic, Created on: (reproducible)"
 
 _WORKER_MODEL: MorphableModel | None = None
@@ -219,13 +226,30 @@ def generate_dataset(
     p_occ = float(occluder_probability) if occluders else 0.0
     n_tasks = count if layout == "aflw2000" else count // 2
     tasks = [(layout, out, int(seed), i, frac, p_occ) for i in range(n_tasks)]
+    model = bfm if isinstance(bfm, MorphableModel) else load_morphable_model(bfm)  # fails fast on a bad spec
     if workers == 1 or n_tasks == 1:
-        _init_worker(bfm, in_pool=False)
+        _init_worker(model, in_pool=False)
         results = [_run_task(t) for t in tasks]
     else:
-        model = load_morphable_model(bfm) if not isinstance(bfm, MorphableModel) else bfm  # fail fast on a bad spec
-        spec = bfm if not isinstance(bfm, MorphableModel) else model
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
+        # Workers rebuild the model from its spec (cheap, and no 100 MB pickle) unless given an object.
+        with cf.ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_init_worker,
+                                    initargs=(bfm,)) as pool:
             results = list(pool.map(_run_task, tasks, chunksize=max(1, n_tasks // (8 * int(workers)))))
+    write_json(out / INFO_FILE, {
+        "generator": "prnet_keras.data.synth", "prnet_keras": __version__, "layout": layout, "count": count,
+        "seed": int(seed), "bfm": model.name if isinstance(bfm, MorphableModel) else str(bfm), "model": model.name,
+        "model_fingerprint": model_fingerprint(model), "image_size": IMAGE_SIZE, "near_frontal_fraction": frac,
+        "occluder_probability": p_occ,
+    })
     return [p for r in results for p in r]
+
+
+def model_fingerprint(model: MorphableModel) -> str:
+    """16 hex digits identifying the geometry (mean, bases, keypoints) the ``.mat`` parameters refer to."""
+    h = hashlib.sha256()
+    for a in (model.shape_mu, model.shape_pc, model.exp_mu, model.exp_pc, model.kpt_ind, model.triangles):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

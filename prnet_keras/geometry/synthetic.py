@@ -256,6 +256,9 @@ def _pca_basis(fields: list[tuple[np.ndarray, np.ndarray]], k: int, rng: np.rand
     evals, evecs = np.linalg.eigh(a @ a.T)
     order = np.argsort(evals)[::-1][:k]
     e = evecs[:, order]
+    # Eigenvector signs are arbitrary (LAPACK-dependent): fix them so that the same seed gives
+    # the same bases on any machine, and saved coefficients keep their meaning.
+    e *= np.sign(e[np.argmax(np.abs(e), axis=0), np.arange(e.shape[1])])[None]
     n = fields[0][0].shape[0]
     basis = np.zeros((n, 3, k))
     o = 0

@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from prnet_keras.data import synth_render as sr
-from prnet_keras.data.synth import SUBSETS, generate_dataset, mat_bytes
+from prnet_keras.data.synth import SUBSETS, generate_dataset, mat_bytes, model_fingerprint
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import pose_vertices, rasterize
 from prnet_keras.geometry.synthetic import build_synthetic_model
@@ -166,6 +166,15 @@ def test_deterministic_bytes_for_any_worker_count(tmp_path):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
         assert pa.with_suffix(".mat").read_bytes() == pb.with_suffix(".mat").read_bytes()
     assert a[0].read_bytes() != c[0].read_bytes()
+
+
+def test_info_file_records_settings_and_model(synthetic_300wlp_dir, model):
+    import json
+
+    info = json.loads((synthetic_300wlp_dir / "synth_info.json").read_text())
+    assert (info["layout"], info["count"], info["seed"], info["bfm"]) == ("300wlp", 16, 1, "synthetic")
+    assert info["model_fingerprint"] == model_fingerprint(model)
+    assert model_fingerprint(build_synthetic_model(1)) != model_fingerprint(model)
 
 
 def test_mat_header_has_no_timestamp():
