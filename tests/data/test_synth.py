@@ -213,3 +213,13 @@ def test_works_with_the_mean_bfm(reference_data, tmp_path):
     mat = _load(paths[0].with_suffix(".mat"))
     _check_spec(mat, SPEC_AFLW, "mean-bfm")
     assert _rgb(paths[0]).std() > 10
+
+
+def test_generator_does_not_import_tensorflow():
+    """Pool workers import this module: it must stay free of TensorFlow (fast spawn, no TF threads)."""
+    import subprocess
+    import sys
+
+    code = "import sys, prnet_keras.data.synth; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
