@@ -352,7 +352,7 @@ def _slit_edges(mouth_tri: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
 def build_synthetic_model(seed: int = 0, density: str | int = "default") -> MorphableModel:
     """Build the procedural morphable model.
 
-    density: "default" (~12k vertices, ~24k triangles), "bfm" (~53k vertices, ~106k
+    density: "default" (~11.9k vertices, ~23k triangles), "bfm" (~53k vertices, ~105k
     triangles, like the real BFM) or a target vertex count. The same ``seed`` and density
     always give identical arrays; the seed changes the random identity / texture / extra
     expression bases (the mean face, keypoints and the four semantic expressions are fixed).
