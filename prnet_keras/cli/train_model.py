@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", help="architecture (resfcn256, light) or a .keras checkpoint to continue from")
     m.add_argument("--model-option", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="build_model option, e.g. width=0.5 (repeatable)")
+    m.add_argument("--bn-momentum", type=float, help="BatchNorm moving-statistics momentum for every BN layer "
+                   "(model default 0.99; 0.9 for runs of a few hundred steps)")
     m.add_argument("--init", help="initial weights: official checkpoint prefix, .keras or .weights.h5")
     m.add_argument("--epochs", type=int)
     m.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, help="first epoch of a fresh run")
@@ -79,7 +81,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
               "start_epoch": "start_epoch", "batchsize": "batchsize", "learningrate": "learningrate",
               "lr_schedule": "lr_schedule", "dropevery": "dropevery", "dropfactor": "dropfactor",
               "lossfunct": "lossfunct", "seed": "seed", "mixed_precision": "mixed_precision",
-              "output": "output", "keep_checkpoints": "keep_checkpoints"}
+              "output": "output", "keep_checkpoints": "keep_checkpoints",
+              "bn_momentum": "bn_momentum"}
     for flag, key in direct.items():
         value = getattr(args, flag)
         if value is not None:

@@ -36,7 +36,8 @@ def test_resolve_config_validates(toy_hdf5_dir, tmp_path):
     assert cfg["augment"]["rotation_range_deg"] == [-45.0, 45.0]
     bad = [({"lr_schedule": "linear"}, "lr_schedule"), ({"epochs": 0}, "epochs"), ({"learningrate": "x"}, "learningrate"),
            ({"hdf5dir": str(tmp_path / "nope")}, "hdf5dir"), ({"hdf5dir": None}, "training data"),
-           ({"mixed_precision": "fp8"}, "mixed_precision")]
+           ({"mixed_precision": "fp8"}, "mixed_precision"), ({"bn_momentum": 1.5}, "bn_momentum"),
+           ({"bn_momentum": "fast"}, "bn_momentum")]
     for override, match in bad:
         t = {"hdf5dir": str(toy_hdf5_dir), **override}
         with pytest.raises(InputError, match=match):
@@ -192,3 +193,28 @@ def test_precision_policy_is_restored_and_distribution_plan_on_cpu():
     assert plan.replicas >= 1 and plan.kind in ("single", "mirrored", "multi_worker", "jax_data_parallel")
     with plan.scope():
         pass
+
+
+def test_make_datasets_with_yaw_balanced_weights(toy_hdf5_dir, tmp_path):
+    from prnet_keras.train.trainer import make_datasets
+
+    cfg = resolve_config({"train": {"hdf5dir": str(toy_hdf5_dir), "batchsize": 4, "sample_weights": "yaw_balanced",
+                                    "output": str(tmp_path / "r")}, "augment": {"rotation": False}})
+    train_ds, val_ds = make_datasets(cfg, epoch=3)
+    assert train_ds.epoch == 3 and not train_ds.augment.rotation and train_ds.augment.scale
+    assert train_ds.sample_weight.shape == (16,) and train_ds.sample_weight.mean() == pytest.approx(1.0)
+    assert len(train_ds[0]) == 3
+    assert val_ds.mode == "val" and val_ds.n_samples == 6
+
+
+def test_set_bn_momentum_reaches_nested_layers():
+    import keras
+
+    from prnet_keras.train.trainer import set_bn_momentum
+
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.BatchNormalization()])
+    inp = keras.Input((8,))
+    model = keras.Model(inp, keras.layers.BatchNormalization()(inner(inp)))
+    assert set_bn_momentum(model, None) == 0
+    assert set_bn_momentum(model, 0.9) == 2
+    assert inner.layers[-1].momentum == 0.9
