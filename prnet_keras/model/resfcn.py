@@ -1,8 +1,8 @@
 """ResFCN256, the official PRNet encoder-decoder (DESIGN §4), in backend-neutral Keras 3.
 
-Every layer is named after the official TF1 variable scope with ``/`` replaced by ``.``
-(Keras forbids ``/`` in layer names), so the TF1 variable ``resfcn256/resBlock_3/Conv_1/
-BatchNorm/gamma`` is the ``gamma`` of layer ``resBlock_3.Conv_1.BatchNorm`` and
+Every layer is named after the official TF1 variable scope with ``/`` replaced by ``__``
+(Keras forbids ``/`` in layer names, PyTorch ``.``), so the TF1 variable ``resfcn256/resBlock_3/
+Conv_1/BatchNorm/gamma`` is the ``gamma`` of layer ``resBlock_3__Conv_1__BatchNorm`` and
 ``resfcn256/Conv2d_transpose_5/weights`` the ``kernel`` of layer ``Conv2d_transpose_5``.
 :func:`official_name` and :func:`official_variable_map` are that mapping table.
 """
@@ -18,6 +18,7 @@ OFFICIAL_SCOPE = "resfcn256"
 # TF1 l2_regularizer(scale) adds scale * sum(w^2) / 2; Keras L2(l) adds l * sum(w^2).
 OFFICIAL_L2 = 2e-4
 BN_EPSILON = 1e-3  # tf.contrib.layers.batch_norm default
+SEP = "__"  # stands for the TF1 scope separator "/" in layer names
 # Keras variable name -> TF1 variable name (last path component).
 _VAR_TO_TF1 = {"kernel": "weights", "gamma": "gamma", "beta": "beta",
                "moving_mean": "moving_mean", "moving_variance": "moving_variance"}
@@ -36,7 +37,7 @@ class _Builder:
         self.bn_momentum = bn_momentum
 
     def bn(self, x, scope: str):
-        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=self.bn_momentum, name=f"{scope}.BatchNorm")(x)
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=self.bn_momentum, name=f"{scope}{SEP}BatchNorm")(x)
 
     def conv(self, x, filters: int, kernel: int, stride: int, scope: str, bn: bool = True, act: bool = True):
         """TF1 ``tcl.conv2d`` under the official arg_scope: conv (no bias) [-> BN -> ReLU]."""
@@ -45,7 +46,7 @@ class _Builder:
         if bn:
             x = self.bn(x, scope)
         if act:
-            x = layers.ReLU(name=f"{scope}.relu")(x)
+            x = layers.ReLU(name=f"{scope}{SEP}relu")(x)
         return x
 
     def deconv(self, x, filters: int, stride: int, scope: str, activation: str = "relu"):
@@ -55,7 +56,7 @@ class _Builder:
         x = self.bn(x, scope)
         # float32 output keeps the sigmoid (and the loss) exact under mixed precision.
         dtype = "float32" if activation == "sigmoid" else None
-        return layers.Activation(activation, name=f"{scope}.{activation}", dtype=dtype)(x)
+        return layers.Activation(activation, name=f"{scope}{SEP}{activation}", dtype=dtype)(x)
 
     def res_block(self, x, filters: int, stride: int, scope: str):
         """Official resBlock: bottleneck 1x1 (c/2) -> 4x4 (c/2, stride) -> 1x1 (c), add, BN, ReLU."""
@@ -65,14 +66,14 @@ class _Builder:
                 # A 1x1 'same' conv with stride s reads pixels 0, s, 2s, ...: subsample, then a
                 # stride-1 1x1 conv (same kernel, same result). TF 2.21's oneDNN backprop of a
                 # strided 1x1 conv corrupts memory (segfault), so never emit one.
-                shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{scope}.shortcut_subsample")(shortcut)
-            shortcut = self.conv(shortcut, filters, 1, 1, f"{scope}.shortcut", bn=False, act=False)
-        y = self.conv(x, filters // 2, 1, 1, f"{scope}.Conv")
-        y = self.conv(y, filters // 2, 4, stride, f"{scope}.Conv_1")
-        y = self.conv(y, filters, 1, 1, f"{scope}.Conv_2", bn=False, act=False)
-        y = layers.Add(name=f"{scope}.add")([y, shortcut])
+                shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{scope}{SEP}shortcut_subsample")(shortcut)
+            shortcut = self.conv(shortcut, filters, 1, 1, f"{scope}{SEP}shortcut", bn=False, act=False)
+        y = self.conv(x, filters // 2, 1, 1, f"{scope}{SEP}Conv")
+        y = self.conv(y, filters // 2, 4, stride, f"{scope}{SEP}Conv_1")
+        y = self.conv(y, filters, 1, 1, f"{scope}{SEP}Conv_2", bn=False, act=False)
+        y = layers.Add(name=f"{scope}{SEP}add")([y, shortcut])
         y = self.bn(y, scope)
-        return layers.ReLU(name=f"{scope}.relu")(y)
+        return layers.ReLU(name=f"{scope}{SEP}relu")(y)
 
 
 # Encoder: (multiple of base filters, stride) for resBlock, resBlock_1, ... resBlock_9.
@@ -116,8 +117,8 @@ def build_resfcn256(
 
 def official_name(layer_name: str, variable_name: str) -> str:
     """Keras (layer, variable) -> official TF1 variable name, e.g.
-    ('resBlock_3.Conv_1.BatchNorm', 'gamma') -> 'resfcn256/resBlock_3/Conv_1/BatchNorm/gamma'."""
-    return "/".join([OFFICIAL_SCOPE, *layer_name.split("."), _VAR_TO_TF1[variable_name]])
+    ('resBlock_3__Conv_1__BatchNorm', 'gamma') -> 'resfcn256/resBlock_3/Conv_1/BatchNorm/gamma'."""
+    return "/".join([OFFICIAL_SCOPE, *layer_name.split(SEP), _VAR_TO_TF1[variable_name]])
 
 
 def official_variable_map(model: keras.Model) -> dict[str, keras.Variable]:

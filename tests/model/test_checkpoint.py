@@ -87,7 +87,7 @@ def reference_logits(w: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 def keras_logits(model, x):
     import keras
 
-    sub = keras.Model(model.input, model.get_layer("Conv2d_transpose_16.BatchNorm").output)
+    sub = keras.Model(model.input, model.get_layer("Conv2d_transpose_16__BatchNorm").output)
     return np.asarray(sub.predict_on_batch(x))
 
 

@@ -34,7 +34,7 @@ def test_resfcn256_no_biases_4x4_and_regularised(resfcn):
     assert len(decoder) == 17 and all(l.kernel_size == (4, 4) for l in decoder)
     # 1x1 bottleneck ends and shortcuts, 4x4 elsewhere
     for l in convs:
-        assert l.kernel_size == ((1, 1) if l.name.endswith(("Conv", "Conv_2", "shortcut")) and "." in l.name else (4, 4))
+        assert l.kernel_size == ((1, 1) if l.name.endswith(("Conv", "Conv_2", "shortcut")) and "__" in l.name else (4, 4))
     bns = [l for l in resfcn.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert all(l.epsilon == 1e-3 for l in bns)
     # TF1 l2_regularizer(2e-4) is 1e-4 * sum(w^2): one regularisation loss per conv kernel
@@ -45,16 +45,16 @@ def test_resfcn256_no_biases_4x4_and_regularised(resfcn):
 
 def test_resfcn256_layer_shapes(resfcn):
     shape = lambda name: tuple(resfcn.get_layer(name).output.shape)  # noqa: E731
-    assert shape("Conv.relu") == (None, 256, 256, 16)
+    assert shape("Conv__relu") == (None, 256, 256, 16)
     expected = {"resBlock": 128, "resBlock_1": 128, "resBlock_2": 64, "resBlock_3": 64, "resBlock_4": 32,
                 "resBlock_5": 32, "resBlock_6": 16, "resBlock_7": 16, "resBlock_8": 8, "resBlock_9": 8}
     for i, (block, size) in enumerate(expected.items()):
-        assert shape(f"{block}.relu") == (None, size, size, 32 * 2 ** (i // 2))
+        assert shape(f"{block}__relu") == (None, size, size, 32 * 2 ** (i // 2))
     decoder = [(8, 512), (16, 256), (16, 256), (16, 256), (32, 128), (32, 128), (32, 128), (64, 64), (64, 64),
                (64, 64), (128, 32), (128, 32), (256, 16), (256, 16), (256, 3), (256, 3)]
     for i, (size, ch) in enumerate(decoder):
-        assert shape(f"Conv2d_transpose{'' if i == 0 else f'_{i}'}.relu") == (None, size, size, ch)
-    assert shape("Conv2d_transpose_16.sigmoid") == (None, 256, 256, 3)
+        assert shape(f"Conv2d_transpose{'' if i == 0 else f'_{i}'}__relu") == (None, size, size, ch)
+    assert shape("Conv2d_transpose_16__sigmoid") == (None, 256, 256, 3)
     assert resfcn.output.dtype == "float32"
 
 
@@ -84,22 +84,6 @@ def test_light_model_size_and_shapes():
     x = np.random.default_rng(1).random((2, 256, 256, 3), np.float32)
     y = np.asarray(tiny(x, training=False))
     assert y.shape == (2, 256, 256, 3) and 0.0 <= y.min() and y.max() <= 1.0
-
-
-@pytest.mark.parametrize("name,options", [("resfcn256", {"base_filters": 4}), ("light", {"width": 0.25}),
-                                          ("resfcn256", {"base_filters": 4, "resolution": 64})])
-def test_tiny_variants_train(name, options):
-    model = build_model(name, **options)
-    r = model.input_shape[1]
-    rng = np.random.default_rng(2)
-    x = rng.random((2, r, r, 3), np.float32)
-    y = rng.random((2, r, r, 3), np.float32)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    before = [w.numpy().copy() for w in model.trainable_weights]
-    loss = model.train_on_batch(x, y)
-    assert np.isfinite(loss)
-    changed = sum(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights))
-    assert changed == len(before)
 
 
 def test_mixed_precision_output_stays_float32():
