@@ -166,7 +166,24 @@ def resolve_layout(path: Path, uv_data: Any = None) -> UVLayout:
                      "(an official uv-data folder or a uv_layout.npz)")
 
 
-# ---- entry point ---------------------------------------------------------------------------
+# ---- entry points --------------------------------------------------------------------------
+def load_keras_model(path: str | Path) -> Any:
+    """A keras.Model from a ``.keras`` file or an official TF1 checkpoint prefix (into ``resfcn256``)."""
+    p = Path(path)
+    if p.suffix == ".keras":
+        if not p.is_file():
+            raise ModelFileError(f"{p}: model file not found")
+        return _load_keras(p)
+    if is_tf1_checkpoint(p):
+        from prnet_keras.model.checkpoint import load_official_checkpoint
+        from prnet_keras.model.resfcn import build_resfcn256
+
+        model = build_resfcn256()
+        load_official_checkpoint(model, checkpoint_prefix(p))
+        return model
+    raise ModelFileError(f"{p}: expected a .keras file or an official checkpoint prefix ({p.name}.index beside it)")
+
+
 def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32) -> Network:
     """Load a network (format from the path, see module doc) and its UV layout.
 
@@ -180,18 +197,10 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32) ->
             raise ModelFileError(f"{p}: a folder but not a SavedModel (no saved_model.pb)")
         kind = "saved_model"
         forward, resolution = _saved_model_forward(p)
-    elif p.suffix == ".keras":
-        if not p.is_file():
-            raise ModelFileError(f"{p}: model file not found")
-        kind, model = "keras", _load_keras(p)
-        forward, resolution = _keras_forward(model), int(model.input_shape[1])
-    elif is_tf1_checkpoint(p):
-        from prnet_keras.model.checkpoint import load_official_checkpoint
-        from prnet_keras.model.resfcn import build_resfcn256
-
-        p = checkpoint_prefix(p)
-        kind, model = "checkpoint", build_resfcn256()
-        load_official_checkpoint(model, p)
+    elif p.suffix == ".keras" or is_tf1_checkpoint(p):
+        kind = "keras" if p.suffix == ".keras" else "checkpoint"
+        p = p if kind == "keras" else checkpoint_prefix(p)
+        model = load_keras_model(p)
         forward, resolution = _keras_forward(model), int(model.input_shape[1])
     elif p.suffix in (".tflite", ".onnx"):
         if not p.is_file():

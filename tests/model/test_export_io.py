@@ -133,3 +133,16 @@ def test_load_network_rejects_non_position_map_keras_model(tmp_path, tiny_layout
     model.save(tmp_path / "seg.keras")
     with pytest.raises(ModelFileError, match="not a position-map network"):
         load_network(tmp_path / "seg.keras", uv_data=tiny_layout)
+
+
+def test_export_cli(keras_file, tiny_layout, tmp_path, capsys):
+    from prnet_keras.model.export import main
+
+    layout_path = tmp_path / "layout.npz"
+    tiny_layout.save(layout_path)
+    assert main([str(keras_file), str(tmp_path / "copy"), "--format", "keras", "--uv-data", str(layout_path)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "copy.keras")
+    assert load_network(tmp_path / "copy.keras").layout == tiny_layout  # sidecar copy.uv.npz written
+    assert main([str(tmp_path / "missing.keras"), str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing.keras: model file not found" in err and err.count("\n") == 1
