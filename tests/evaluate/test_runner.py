@@ -150,3 +150,19 @@ def test_oracle_on_real_aflw2000_with_mean_bfm(reference_data, tmp_path):
     assert s["metrics"]["sparse_2d"]["mean_all"] <= 3.5
     assert 0.5 < s["metrics"]["sparse_2d"]["mean_all"]        # mean face != real identity
     assert s["metrics"]["dense_2d"]["mean_all"] == 0.0
+
+
+def test_keras_file_through_load_network(synthetic_val_hdf5, tmp_path):
+    """A saved .keras model with its uv_layout.npz beside it, loaded by model.io.load_network."""
+    pytest.importorskip("prnet_keras.model.io")
+    from prnet_keras.model import build_model
+
+    src = HDF5Source(synthetic_val_hdf5)
+    path = tmp_path / "run" / "tiny.keras"
+    path.parent.mkdir()
+    build_model("light", width=0.25).save(path)
+    src.layout.save(path.parent / "uv_layout.npz")
+    s = evaluate(str(path), hdf5=synthetic_val_hdf5, outputdir=tmp_path / "out", evalidxs=[0, 2], limit=2,
+                 progress=False, gallery=1)
+    assert s["model"] == str(path) and s["metrics"]["sparse_2d"]["count"] == 2
+    assert math.isfinite(s["metrics"]["dense_2d"]["mean_all"])
