@@ -90,9 +90,22 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(model: MorphableModel, layout: UVLayout, settings: dict, attrs: dict) -> None:
+def _init_worker(model: MorphableModel | str, layout: UVLayout, settings: dict, attrs: dict,
+                 in_pool: bool = False) -> None:
+    if isinstance(model, str):  # spawned workers load the model themselves (cheaper than pickling it)
+        model = load_morphable_model(model)
+    if in_pool:  # one process per core already: OpenCV's own threads would only contend
+        import cv2
+
+        cv2.setNumThreads(1)
+        try:  # same for BLAS threads in the model GEMMs (threadpoolctl is optional)
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
+        except ImportError:
+            pass
     _STATE.update(maker=GroundTruthMaker(model, layout, settings["crop_config"]), layout=layout,
-                  settings=settings, attrs=attrs)
+                  layout_bytes=layout.to_bytes(), settings=settings, attrs=attrs)
 
 
 def _encode_row(ref: SampleRef, gt: dict, settings: dict, image_bytes: bytes, fit) -> dict[str, Any]:
@@ -143,7 +156,7 @@ def _build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list
                 skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
             clock = time.perf_counter()
     with atomic_path(part_path) as tmp:
-        with create_file(tmp, _STATE["attrs"], _STATE["layout"]) as f:
+        with create_file(tmp, _STATE["attrs"], _STATE["layout"], _STATE["layout_bytes"]) as f:
             append_rows(f, rows, skipped)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -155,14 +168,16 @@ def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) ->
     t0 = time.perf_counter()
     if vertices is None:
         vertices = maker.model_vertices([fit])[0]
-    v_img = maker.image_vertices(vertices, fit, image.shape[0])
+    h = image.shape[0]
+    kpts = maker.keypoints(vertices, fit, h)
     rng = sample_rng(settings["seed"], ref.name) if settings["buildmode"] == "train" else None
-    transform = maker.crop_of(v_img, rng)
-    kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else v_img[maker.model.kpt_ind]
+    transform = maker.crop_of(kpts, rng)
+    kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
     gt = {"transform": transform, "kpt68": np.asarray(kpt68, np.float32), "image_size": image.shape[:2]}
+    crop_v = maker.crop_vertices(vertices, fit, h, transform) if settings["store"] == "crops" else None
     t1 = time.perf_counter()
-    if settings["store"] == "crops":
-        gt["position_map"] = maker.position_map(v_img, transform)
+    if crop_v is not None:
+        gt["position_map"] = maker.position_map(crop_v)
         gt["crop"] = warp_crop(image, transform, maker.resolution)
     t2 = time.perf_counter()
     row = _encode_row(ref, gt, settings, img_bytes, fit)
@@ -295,7 +310,8 @@ def build_hdf5(
     commit_every = int(commit_every or section("data").get("commit_every", 64))
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
                          shard_t, limit, len(refs), commit_every)
-    model = model if model is not None else load_morphable_model(bfm)
+    given_model = model is not None
+    model = model if given_model else load_morphable_model(bfm)
     uv_layout = load_uv_layout(uv_data, model)
     attrs = _file_attrs(settings, model, uv_layout, 0)
     partial = out.with_name(out.name + ".partial")
@@ -308,7 +324,8 @@ def build_hdf5(
     stage = dict.fromkeys(STAGES, 0.0)
     bar = _progress(len(refs), done_before, progress)
     try:
-        for k, _, _, times in _run_chunks(todo, int(workers), (model, uv_layout, settings, attrs)):
+        worker_model = model if given_model else str(bfm)
+        for k, _, _, times in _run_chunks(todo, int(workers), (model, uv_layout, settings, attrs), worker_model):
             for key, v in times.items():
                 stage[key] += v
             if bar is not None:
@@ -338,16 +355,17 @@ def _layout_of(source) -> str:
     return detect_layout(source)
 
 
-def _run_chunks(todo: list, workers: int, init_args: tuple):
+def _run_chunks(todo: list, workers: int, init_args: tuple, worker_model: MorphableModel | str):
     """Yield chunk results as they finish, in this process or in a pool of ``workers``."""
     if workers == 1 or len(todo) <= 1:
         _init_worker(*init_args)
         for task in todo:
             yield _build_chunk(task)
         return
-    # fork shares the loaded model with the workers without pickling it
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=init_args) as pool:
+    init_args = (worker_model,) + init_args[1:]
+    # spawn, not fork: forking a process that runs BLAS / OpenCV / HDF5 threads can deadlock
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=init_args + (True,)) as pool:
         try:
             yield from pool.imap_unordered(_build_chunk, todo)
         except BaseException:

@@ -21,9 +21,10 @@ from prnet_keras.config import section
 from prnet_keras.data.sources import Fit, parse_fit
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import (
-    MorphableModel, UVLayout, crop_transform, pose_vertices, render_uv_map, training_crop, uv_pixel_coords,
-    vertices_to_crop,
+    MorphableModel, UVLayout, crop_transform, parse_pose_para, pose_vertices, training_crop, transform_scale,
+    uv_pixel_coords,
 )
+from prnet_keras.geometry.raster import uv_render_plan
 
 
 VERTEX_GROUP = 16  # samples per model GEMM
@@ -60,6 +61,8 @@ class GroundTruthMaker:
         self.size_jitter = tuple(float(v) for v in cfg.get("size_jitter", (0.9, 1.1)))
         self.uv_px = uv_pixel_coords(model.uv_coords, self.resolution)
         self.triangles = np.ascontiguousarray(model.all_triangles, np.int32)
+        # The UV rasterisation never changes: precompute it once, rendering is then a gather.
+        self.plan = uv_render_plan(self.uv_px, self.triangles, self.resolution)
 
     def parse(self, mat: dict | Fit, name: str = "sample") -> Fit:
         if isinstance(mat, Fit):
@@ -86,25 +89,40 @@ class GroundTruthMaker:
         out = [self.model.vertices_batch(sp[i:i + g], ep[i:i + g]) for i in range(0, len(sp), g)]
         return np.concatenate(out)[: len(fits)]
 
-    def image_vertices(self, vertices: np.ndarray, fit: Fit, image_height: int) -> np.ndarray:
-        """Model-frame (n, 3) -> image frame (x, y pixels, y down, z larger = nearer)."""
-        v = pose_vertices(vertices, fit.pose_para, image_height)
-        if not np.all(np.isfinite(v)):
-            raise InputError("Pose_Para: posed vertices are not finite")
-        return v
+    def keypoints(self, vertices: np.ndarray, fit: Fit, image_height: int) -> np.ndarray:
+        """(68, 3) float32 image-frame model keypoints (x, y pixels, y down; z larger = nearer)."""
+        kpts = pose_vertices(vertices[self.model.kpt_ind], fit.pose_para, image_height)
+        if not np.all(np.isfinite(kpts)):
+            raise InputError("Pose_Para/Shape_Para: posed keypoints are not finite")
+        return kpts
 
-    def crop_of(self, image_vertices: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """3x3 image -> crop transform from the model keypoints (perturbed when ``rng``)."""
-        kpts = image_vertices[self.model.kpt_ind, :2]
-        centre, size = training_crop(kpts, rng, self.scale, self.center_jitter, self.size_jitter)
+    def crop_of(self, keypoints: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """3x3 image -> crop transform from image-frame keypoints (68, 2+); perturbed with ``rng``."""
+        centre, size = training_crop(keypoints[:, :2], rng, self.scale, self.center_jitter, self.size_jitter)
         if not size > 1e-6:
             raise InputError(f"keypoint box is degenerate (size {size:.3g} px)")
         return crop_transform(centre, size, self.resolution)
 
-    def position_map(self, image_vertices: np.ndarray, transform: np.ndarray) -> np.ndarray:
-        """(R, R, 3) float32 UV position map in crop pixels (0 outside the UV footprint)."""
-        crop_v = vertices_to_crop(image_vertices, transform)
-        return render_uv_map(self.uv_px, self.triangles, crop_v, self.resolution)
+    def crop_vertices(self, vertices: np.ndarray, fit: Fit, image_height: int, transform: np.ndarray) -> np.ndarray:
+        """Model-frame (n, 3) -> crop frame in one affine map (pose, y flip, crop, z·k), then z -= min z.
+
+        Same result as vertices_to_crop(pose_vertices(...), T) with one pass over the vertices.
+        """
+        s, rot, t = parse_pose_para(fit.pose_para)
+        k = transform_scale(transform)
+        flip = np.diag([k, -k, k])
+        m = flip @ (s * rot)
+        c = np.array([k * t[0] + transform[0, 2], k * (image_height - 1 - t[1]) + transform[1, 2], k * t[2]])
+        out = np.asarray(vertices, np.float32) @ m.T.astype(np.float32)
+        out += c.astype(np.float32)
+        out[:, 2] -= out[:, 2].min()
+        if not np.all(np.isfinite(out)):
+            raise InputError("Pose_Para: posed vertices are not finite")
+        return out
+
+    def position_map(self, crop_vertices: np.ndarray) -> np.ndarray:
+        """(R, R, 3) float32 UV position map of crop-frame vertices (0 outside the UV footprint)."""
+        return self.plan.render(crop_vertices)
 
     def make(
         self,
@@ -118,12 +136,12 @@ class GroundTruthMaker:
         h, w = image.shape[:2]
         if vertices is None:
             vertices = self.model_vertices([fit])[0]
-        v_img = self.image_vertices(vertices, fit, h)
-        t = self.crop_of(v_img, rng) if transform is None else np.asarray(transform, np.float64)
-        kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else v_img[self.model.kpt_ind]
+        kpts = self.keypoints(vertices, fit, h)
+        t = self.crop_of(kpts, rng) if transform is None else np.asarray(transform, np.float64)
+        kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
         return {
             "crop": warp_crop(image, t, self.resolution),
-            "position_map": self.position_map(v_img, t),
+            "position_map": self.position_map(self.crop_vertices(vertices, fit, h, t)),
             "transform": t,
             "kpt68": np.asarray(kpt68, np.float32),
             "pose_para": fit.pose_para.astype(np.float32),

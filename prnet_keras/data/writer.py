@@ -21,11 +21,23 @@ from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 
 
-def encode_chunk(array: np.ndarray, level: int = GZIP_LEVEL) -> bytes:
-    """One HDF5 chunk through the shuffle + deflate filters, byte-identical to HDF5's own."""
+try:  # ISA-L deflate: ~8x faster than zlib at a similar ratio, and any zlib inflates it
+    from isal import isal_zlib as _deflate
+
+    COMPRESSOR, _LEVEL = "isal-2", 2
+except ImportError:  # pragma: no cover - isal is in requirements.txt
+    _deflate, COMPRESSOR, _LEVEL = zlib, f"zlib-{GZIP_LEVEL}", GZIP_LEVEL
+
+
+def encode_chunk(array: np.ndarray) -> bytes:
+    """One HDF5 chunk through the shuffle + deflate filters (readable by any HDF5 / h5py).
+
+    The stream is standard zlib format; with ISA-L the bytes differ from libz's, the
+    decoded data do not (``COMPRESSOR`` is recorded in the file attributes).
+    """
     a = np.ascontiguousarray(array)
     shuffled = a.view(np.uint8).reshape(-1, a.itemsize).T.tobytes() if a.itemsize > 1 else a.tobytes()
-    return zlib.compress(shuffled, level)
+    return _deflate.compress(shuffled, _LEVEL)
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -35,8 +47,11 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout) -> h5py.File:
-    """A new, empty file of the schema given by ``attrs`` (store, crop_format, n_shape, n_exp)."""
+def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout, layout_bytes: bytes | None = None) -> h5py.File:
+    """A new, empty file of the schema given by ``attrs`` (store, crop_format, n_shape, n_exp).
+
+    ``layout_bytes`` (= layout.to_bytes()) saves re-serialising the layout for every part file.
+    """
     f = h5py.File(path, "w", libver=("v110", "latest"))
     schema = _schema(attrs["store"], attrs.get("crop_format", "jpeg"), layout.resolution,
                      int(attrs.get("n_shape", 0)), int(attrs.get("n_exp", 0)))
@@ -47,11 +62,12 @@ def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout
         else:
             chunk_rows = max(1, min(1024, 65536 // max(1, int(np.prod(shape, dtype=np.int64)) * 8)))
             f.create_dataset(key, (0,) + shape, dtype=dtype, maxshape=(None,) + shape, chunks=(chunk_rows,) + shape)
-    f.create_dataset("uv_layout", data=np.frombuffer(layout.to_bytes(), np.uint8))
+    f.create_dataset("uv_layout", data=np.frombuffer(layout_bytes or layout.to_bytes(), np.uint8))
     g = f.create_group("skipped")
     for key in ("name", "source_path", "reason"):
         g.create_dataset(key, (0,), dtype=_STR, maxshape=(None,), chunks=(256,))
-    f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "layout_hash": layout.hash()})
+    f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "layout_hash": layout.hash(),
+                    "compressor": COMPRESSOR})
     for k, v in attrs.items():
         f.attrs[k] = json.dumps(v) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
     return f

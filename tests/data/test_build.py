@@ -87,7 +87,7 @@ def test_dataset_survives_fork_and_pickle(built):
     clone = pickle.loads(pickle.dumps(ds))
     np.testing.assert_array_equal(clone.read_batch([3])["position_map"], first)
     with mp.get_context("fork").Pool(2) as pool:
-        sums = pool.map(_sum_map, [(ds, i) for i in (3, 4)])
+        sums = pool.map_async(_sum_map, [(ds, i) for i in (3, 4)]).get(timeout=300)
     assert sums[0] == pytest.approx(float(first.sum()))
 
 
