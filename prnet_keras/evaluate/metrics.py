@@ -40,7 +40,7 @@ def crop_to_image_batch(points: np.ndarray, transforms: np.ndarray) -> np.ndarra
     p = np.asarray(points, np.float64)
     t_inv = np.linalg.inv(np.asarray(transforms, np.float64))
     out = np.empty_like(p)
-    out[..., :2] = np.einsum("bij,bpj->bpi", t_inv[:, :2, :2], p[..., :2]) + t_inv[:, None, :2, 2]
+    out[..., :2] = p[..., :2] @ t_inv[:, :2, :2].transpose(0, 2, 1) + t_inv[:, None, :2, 2]  # matmul >> einsum
     k_inv = np.sqrt(np.abs(np.linalg.det(t_inv[:, :2, :2])))  # = 1/k
     out[..., 2] = p[..., 2] * k_inv[:, None]
     return out
@@ -160,7 +160,8 @@ def reconstruction_nme(
     gt_normals: np.ndarray | None = None,
     backend: str = "open3d",
     method: str = "point_to_plane",
-    icp_points: int | None = 8000,
+    icp_points: int | None = 4000,
+    dims: tuple[int, ...] = (2, 3),
 ) -> tuple[float, float]:
     """(2D, 3D) reconstruction NME in percent for one image.
 
@@ -169,7 +170,8 @@ def reconstruction_nme(
     aligned predicted point the distance to the nearest ground-truth point, in 3D and in
     the image plane (x, y), averaged over *all* predicted points (no rejection when
     scoring) and divided by ``norm``. ``icp_points`` caps the points used to estimate the
-    motion (an even subsample; scoring uses all).
+    motion (an even subsample; scoring uses all). A dimension not in ``dims`` is returned
+    as NaN without its nearest-point search.
     """
     from prnet_keras.evaluate.icp import icp
 
@@ -180,6 +182,10 @@ def reconstruction_nme(
     step = max(1, len(pred) // icp_points) if icp_points else 1
     res = icp(pred[::step], gt, backend=backend, method=method, dst_normals=gt_normals)
     aligned = res.apply(pred)
-    d3 = nearest_distances(aligned, gt, backend)
-    d2 = nearest_distances(aligned[:, :2], gt[:, :2], backend)
-    return float(100.0 * d2.mean() / norm), float(100.0 * d3.mean() / norm)
+    out = []
+    for d in (2, 3):
+        if d in dims:
+            out.append(float(100.0 * nearest_distances(aligned[:, :d], gt[:, :d], backend).mean() / norm))
+        else:
+            out.append(np.nan)
+    return out[0], out[1]

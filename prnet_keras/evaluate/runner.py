@@ -108,13 +108,14 @@ def score_batch(gt: GroundTruthBatch, pred: Predictions, layout: UVLayout, setti
         rnorm = normalizer(settings.recon_normalizer, gt_kpt, gt_dense, mask)
         r2, r3 = np.full(b, np.nan), np.full(b, np.nan)
         normals = _gt_normals(gt, layout) if settings.icp_method == "point_to_plane" else None
+        dims = tuple(d for d, m in ((2, "reconstruction_2d"), (3, "reconstruction_3d")) if m in want)
 
         def one(i: int) -> None:
             m = mask[i]
             if m.sum() >= 6:
                 r2[i], r3[i] = reconstruction_nme(
                     pred.dense[i][m], gt_dense[i][m], rnorm[i], None if normals is None else normals[i][m],
-                    settings.icp, settings.icp_method, settings.icp_points,
+                    settings.icp, settings.icp_method, settings.icp_points, dims,
                 )
 
         # images are independent and numpy / cKDTree / open3d release the GIL: use the cores
@@ -146,7 +147,7 @@ def _gt_normals(gt: GroundTruthBatch, layout: UVLayout) -> np.ndarray:
     n = grid_normals(gt.maps, valid).reshape(len(gt.names), -1, 3)[:, layout.face_ind]
     a = np.linalg.inv(gt.transforms)[:, :2, :2]
     rot = a / np.sqrt(np.abs(np.linalg.det(a)))[:, None, None]
-    n[..., :2] = np.einsum("bij,bnj->bni", rot, n[..., :2])
+    n[..., :2] = n[..., :2] @ rot.transpose(0, 2, 1).astype(n.dtype)
     return n
 
 
