@@ -18,6 +18,10 @@ import sys
 from prnet_keras.errors import PRNetError
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build_dataset.py", description="Build position-map HDF5 files "
                                 "(subcommands: merge, synth; see `build_dataset.py merge -h`).")
@@ -34,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters")
     p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "raw"], help="how crops are stored (crops store)")
     p.add_argument("--jpeg-quality", type=int, default=95)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=_cores(), help="worker processes (default: usable cores)")
     p.add_argument("--shard", default=None, help="I/N: build shard I of N (join them with `merge`)")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
     p.add_argument("--seed", type=int, default=0)

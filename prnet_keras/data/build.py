@@ -23,19 +23,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
-from prnet_keras.data.gt import VERTEX_GROUP, GroundTruthMaker, sample_rng, warp_crop
+from prnet_keras.data import worker
 from prnet_keras.data.hdf5 import open_checked, read_attrs
-from prnet_keras.data.sources import SampleRef, decode_image, list_samples, load_mat_bytes, read_sample_bytes
-from prnet_keras.data.writer import append_rows, concat_files, create_file, encode_chunk, encode_jpeg
+from prnet_keras.data.sources import list_samples
+from prnet_keras.data.worker import STAGES
+from prnet_keras.data.writer import concat_files, create_file
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import MorphableModel, UVLayout, load_morphable_model, load_uv_layout
 from prnet_keras.utils import atomic_path, atomic_write_text
 
-STAGES = ("decode", "model", "render", "encode", "write")
 SETTINGS_FILE = "settings.json"
 
 
@@ -84,111 +83,6 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
         return slice(0, n_items)
     i, n = shard
     return slice(i * n_items // n, (i + 1) * n_items // n)
-
-
-# ---- the per-chunk work (runs in workers) --------------------------------------------------
-_STATE: dict[str, Any] = {}
-
-
-def _init_worker(model: MorphableModel | str, layout: UVLayout, settings: dict, attrs: dict,
-                 in_pool: bool = False) -> None:
-    if isinstance(model, str):  # spawned workers load the model themselves (cheaper than pickling it)
-        model = load_morphable_model(model)
-    if in_pool:  # one process per core already: OpenCV's own threads would only contend
-        import cv2
-
-        cv2.setNumThreads(1)
-        try:  # same for BLAS threads in the model GEMMs (threadpoolctl is optional)
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(1)
-        except ImportError:
-            pass
-    _STATE.update(maker=GroundTruthMaker(model, layout, settings["crop_config"]), layout=layout,
-                  layout_bytes=layout.to_bytes(), settings=settings, attrs=attrs)
-
-
-def _encode_row(ref: SampleRef, gt: dict, settings: dict, image_bytes: bytes, fit) -> dict[str, Any]:
-    row = {
-        "name": ref.name, "source_path": ref.relpath or ref.image_path, "transform": gt["transform"],
-        "pose_para": fit.pose_para, "yaw": np.float32(np.degrees(fit.pose_para[1])), "kpt68": gt["kpt68"],
-        "image_size": np.asarray(gt["image_size"], np.int32),
-    }
-    if settings["store"] == "raw":
-        row.update(image=np.frombuffer(image_bytes, np.uint8), shape_para=fit.shape_para, exp_para=fit.exp_para)
-    else:
-        crop = gt["crop"]
-        row["crop"] = encode_jpeg(crop, settings["jpeg_quality"]) if settings["crop_format"] == "jpeg" else encode_chunk(crop)
-        row["position_map"] = encode_chunk(gt["position_map"].astype(np.float16))
-    return row
-
-
-def _build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list, dict[str, float]]:
-    """Build one part file; returns (chunk index, rows written, skipped entries, stage seconds)."""
-    k, refs, part_path = task
-    maker: GroundTruthMaker = _STATE["maker"]
-    settings = _STATE["settings"]
-    times = dict.fromkeys(STAGES, 0.0)
-    skipped: list[tuple[str, str, str]] = []
-    loaded = []
-    clock = time.perf_counter()
-    for ref in refs:
-        try:
-            img_bytes, mat_bytes = read_sample_bytes(ref)
-            image = decode_image(img_bytes, ref.name)
-            fit = maker.parse(load_mat_bytes(mat_bytes, ref.name), ref.name)
-            loaded.append((ref, img_bytes, image, fit))
-        except Exception as exc:  # a bad sample never aborts a build
-            skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
-    now = time.perf_counter(); times["decode"] += now - clock; clock = now
-    rows = []
-    for start in range(0, len(loaded), VERTEX_GROUP):  # one GEMM per group of samples
-        group = loaded[start:start + VERTEX_GROUP]
-        try:
-            verts = maker.model_vertices([g[3] for g in group])
-        except Exception:
-            verts = [None] * len(group)  # fall back to per-sample errors below
-        now = time.perf_counter(); times["model"] += now - clock; clock = now
-        for (ref, img_bytes, image, fit), v in zip(group, verts):
-            try:
-                rows.append(_one_sample(maker, settings, ref, img_bytes, image, fit, v, times))
-            except Exception as exc:
-                skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
-            clock = time.perf_counter()
-    with atomic_path(part_path) as tmp:
-        with create_file(tmp, _STATE["attrs"], _STATE["layout"], _STATE["layout_bytes"]) as f:
-            append_rows(f, rows, skipped)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-    times["write"] += time.perf_counter() - clock
-    return k, len(rows), skipped, times
-
-
-def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    if vertices is None:
-        vertices = maker.model_vertices([fit])[0]
-    h = image.shape[0]
-    kpts = maker.keypoints(vertices, fit, h)
-    rng = sample_rng(settings["seed"], ref.name) if settings["buildmode"] == "train" else None
-    transform = maker.crop_of(kpts, rng)
-    kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
-    gt = {"transform": transform, "kpt68": np.asarray(kpt68, np.float32), "image_size": image.shape[:2]}
-    crop_v = maker.crop_vertices(vertices, fit, h, transform) if settings["store"] == "crops" else None
-    t1 = time.perf_counter()
-    if crop_v is not None:
-        gt["position_map"] = maker.position_map(crop_v)
-        gt["crop"] = warp_crop(image, transform, maker.resolution)
-    t2 = time.perf_counter()
-    row = _encode_row(ref, gt, settings, img_bytes, fit)
-    t3 = time.perf_counter()
-    times["model"] += t1 - t0; times["render"] += t2 - t1; times["encode"] += t3 - t2
-    return row
-
-
-def _reason(exc: Exception) -> str:
-    msg = str(exc).replace("\n", " ").strip()
-    return msg if isinstance(exc, InputError) else f"{type(exc).__name__}: {msg}"
 
 
 # ---- orchestration -------------------------------------------------------------------------
@@ -247,6 +141,14 @@ def _prepare_partial(partial: Path, settings: dict, resume: bool, overwrite: boo
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     atomic_write_text(partial / SETTINGS_FILE, json.dumps(settings, indent=2))
+
+
+def _publish_mode(*paths: Path) -> None:
+    """Give finished outputs the usual umask permissions (atomic temp files are created 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in paths:
+        os.chmod(p, 0o666 & ~mask)
 
 
 def skipped_csv_path(out: str | os.PathLike) -> Path:
@@ -344,6 +246,7 @@ def build_hdf5(
     stage["write"] += time.perf_counter() - t_assemble
     csv_path = skipped_csv_path(out)
     write_skipped_csv(csv_path, skipped)
+    _publish_mode(out, csv_path)
     shutil.rmtree(partial, ignore_errors=True)
     return BuildSummary(out, written, len(skipped), time.perf_counter() - t_start, csv_path, stage,
                         resumed_chunks=len(chunks) - len(todo))
@@ -358,16 +261,16 @@ def _layout_of(source) -> str:
 def _run_chunks(todo: list, workers: int, init_args: tuple, worker_model: MorphableModel | str):
     """Yield chunk results as they finish, in this process or in a pool of ``workers``."""
     if workers == 1 or len(todo) <= 1:
-        _init_worker(*init_args)
+        worker.init_worker(*init_args)
         for task in todo:
-            yield _build_chunk(task)
+            yield worker.build_chunk(task)
         return
     init_args = (worker_model,) + init_args[1:]
     # spawn, not fork: forking a process that runs BLAS / OpenCV / HDF5 threads can deadlock
     ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=init_args + (True,)) as pool:
+    with ctx.Pool(min(workers, len(todo)), initializer=worker.init_worker, initargs=init_args + (True,)) as pool:
         try:
-            yield from pool.imap_unordered(_build_chunk, todo)
+            yield from pool.imap_unordered(worker.build_chunk, todo)
         except BaseException:
             pool.terminate()
             raise
@@ -412,5 +315,6 @@ def merge_hdf5(inputs: list[str | os.PathLike], out: str | os.PathLike, overwrit
             f.attrs["n_samples"] = written
     csv_path = skipped_csv_path(out)
     write_skipped_csv(csv_path, skipped)
+    _publish_mode(out, csv_path)
     return BuildSummary(out, written, len(skipped), time.perf_counter() - t0, csv_path)
 

@@ -89,7 +89,7 @@ def _scan(source: Path) -> tuple[str | None, list[str]]:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
         except (zipfile.BadZipFile, OSError) as exc:
             raise InputError(f"--source {source}: not a folder or a readable zip file ({exc})") from None
-        return str(source), [n for n in names if not _is_junk(PurePosixPath(n).parts)]
+        return str(source.resolve()), [n for n in names if not _is_junk(PurePosixPath(n).parts)]
     raise InputError(f"--source {source}: no such folder or zip file")
 
 

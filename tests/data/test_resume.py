@@ -18,8 +18,9 @@ from prnet_keras.errors import InputError
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     import prnet_keras.data.build as b
+    import prnet_keras.data.worker as w
     mode, k = sys.argv[1], int(sys.argv[2])
-    orig_chunk, orig_append = b._build_chunk, b.append_rows
+    orig_chunk, orig_append = w.build_chunk, w.append_rows
     current = [None]
 
     def chunk(task):
@@ -37,7 +38,7 @@ _KILLER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         orig_append(f, rows[half:], skipped)
 
-    b._build_chunk, b.append_rows = chunk, append
+    w.build_chunk, w.append_rows = chunk, append
     b.build_hdf5(sys.argv[3], sys.argv[4], bfm=sys.argv[5], workers=1, commit_every=3, seed=3)
 """)
 
@@ -85,3 +86,20 @@ def test_shards_merged_equal_single_build(tiny_300wlp, tiny_bfm_file, reference_
     datagen.assert_same_hdf5(merged, reference_build)
     with pytest.raises(InputError, match="shards 0..2"):
         merge_hdf5(shards[:2], tmp_path / "incomplete.hdf5")
+
+
+def test_shard_slices_partition_in_order():
+    from hypothesis import given, strategies as st
+
+    from prnet_keras.data.build import parse_shard, shard_slice
+
+    @given(st.integers(0, 500), st.integers(1, 17))
+    def check(n_items, n_shards):
+        items = list(range(n_items))
+        joined = [x for i in range(n_shards) for x in items[shard_slice(n_items, parse_shard(f"{i}/{n_shards}"))]]
+        assert joined == items
+
+    check()
+    for bad in ("2/2", "-1/3", "a/b", "1"):
+        with pytest.raises(InputError, match="--shard"):
+            parse_shard(bad)
