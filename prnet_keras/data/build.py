@@ -236,14 +236,14 @@ def build_hdf5(
         if bar is not None:
             bar.close()
 
-    t_assemble = time.perf_counter()
+    t_assemble = time.thread_time()
     with atomic_path(out) as tmp:
         with create_file(tmp, attrs, uv_layout) as f:
             concat_files(parts, f)
             written = len(f["name"])
             skipped = list(zip(*(f["skipped"][k].asstr()[:] for k in ("name", "source_path", "reason"))))
             f.attrs["n_samples"] = written
-    stage["write"] += time.perf_counter() - t_assemble
+    stage["write"] += time.thread_time() - t_assemble
     csv_path = skipped_csv_path(out)
     write_skipped_csv(csv_path, skipped)
     _publish_mode(out, csv_path)
