@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--train", nargs="+", metavar="FILE", help="training HDF5 file(s) instead of --hdf5dir")
     d.add_argument("--val", nargs="+", metavar="FILE", help="validation HDF5 file(s)")
     d.add_argument("--workers", type=int, help="data loading workers (default 1)")
-    d.add_argument("--threads", action="store_true", help="workers are threads instead of processes")
+    d.add_argument("--processes", action="store_true", help="workers are processes instead of threads")
     d.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch (quick runs)")
     d.add_argument("--validation-steps", type=int, help="cap on validation batches")
     d.add_argument("--sample-weights", choices=["yaw_balanced"], help="per-sample loss weights")
@@ -87,7 +87,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             t[key] = value
-    for flag, key, value in (("threads", "use_multiprocessing", False), ("no_augment", "augment", False),
+    for flag, key, value in (("processes", "use_multiprocessing", True), ("no_augment", "augment", False),
                              ("jit_compile", "jit_compile", True), ("no_distribute", "distribute", "off"),
                              ("tensorboard", "tensorboard", True), ("resume", "resume", True),
                              ("force", "force", True), ("quiet", "verbose", 0)):
