@@ -92,12 +92,13 @@ def score_batch(gt: GroundTruthBatch, pred: Predictions, layout: UVLayout, setti
     b = len(gt.names)
     gt_kpt = gt.kpt68.astype(np.float64)
     need_dense = bool(want & {"dense_2d", "dense_3d", "reconstruction_2d", "reconstruction_3d"})
-    gt_dense = mask = None
-    if need_dense or settings.normalizer == "diagonal":
+    gt_dense = mask = gt_mask = None
+    if need_dense or "diagonal" in (settings.normalizer, settings.recon_normalizer):
         face_px = layout.vertices_from_map(gt.maps)
-        mask = np.any(face_px != 0, axis=-1) & np.isfinite(pred.dense).all(-1)
+        gt_mask = np.any(face_px != 0, axis=-1)  # UV pixels the ground truth covers
+        mask = gt_mask & np.isfinite(pred.dense).all(-1)
         gt_dense = crop_to_image_batch(face_px, gt.transforms)
-    norm = normalizer(settings.normalizer, gt_kpt, gt_dense, mask)
+    norm = normalizer(settings.normalizer, gt_kpt, gt_dense, gt_mask)  # from the ground truth only
     if want & {"sparse_2d", "sparse_3d"}:
         s2, s3 = alignment_nme(pred.kpt, gt_kpt, norm, settings.shiftZ)
         out["sparse_2d"], out["sparse_3d"] = s2, s3
@@ -105,7 +106,7 @@ def score_batch(gt: GroundTruthBatch, pred: Predictions, layout: UVLayout, setti
         d2, d3 = alignment_nme(pred.dense, gt_dense, norm, settings.shiftZ, mask)
         out["dense_2d"], out["dense_3d"] = d2, d3
     if want & {"reconstruction_2d", "reconstruction_3d"}:
-        rnorm = normalizer(settings.recon_normalizer, gt_kpt, gt_dense, mask)
+        rnorm = normalizer(settings.recon_normalizer, gt_kpt, gt_dense, gt_mask)
         r2, r3 = np.full(b, np.nan), np.full(b, np.nan)
         normals = _gt_normals(gt, layout) if settings.icp_method == "point_to_plane" else None
         dims = tuple(d for d, m in ((2, "reconstruction_2d"), (3, "reconstruction_3d")) if m in want)

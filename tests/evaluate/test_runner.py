@@ -166,3 +166,22 @@ def test_keras_file_through_load_network(synthetic_val_hdf5, tmp_path):
                  progress=False, gallery=1)
     assert s["model"] == str(path) and s["metrics"]["sparse_2d"]["count"] == 2
     assert math.isfinite(s["metrics"]["dense_2d"]["mean_all"])
+
+
+def test_normaliser_depends_on_ground_truth_only(synthetic_val_hdf5):
+    """Landmark-only predictions (no dense points) still get a diagonal normaliser from the GT mesh."""
+    from prnet_keras.evaluate.runner import Settings, score_batch
+    from prnet_keras.evaluate.sources import Predictions
+
+    src = HDF5Source(synthetic_val_hdf5)
+    gt, _ = src.read(range(3))
+    kpt, dense = _from_maps(gt.maps, gt, src.layout)
+    full = score_batch(gt, Predictions(kpt + 2.0, dense, [None] * 3), src.layout,
+                       Settings(metrics=("sparse_2d", "dense_2d"), normalizer="diagonal"))
+    sparse_only = score_batch(gt, Predictions(kpt + 2.0, np.full_like(dense, np.nan), [None] * 3), src.layout,
+                              Settings(metrics=("sparse_2d", "dense_2d"), normalizer="diagonal"))
+    np.testing.assert_allclose(sparse_only["sparse_2d"], full["sparse_2d"])
+    assert np.isnan(sparse_only["dense_2d"]).all() and np.all(full["dense_2d"] == 0)
+    bbox = score_batch(gt, Predictions(kpt + 2.0, dense, [None] * 3), src.layout, Settings(metrics=("sparse_2d",)))
+    ratio = bbox["sparse_2d"] / full["sparse_2d"]
+    assert np.all((ratio > 1.2) & (ratio < 2.0))  # the mesh diagonal is the larger normaliser
