@@ -72,8 +72,8 @@ def _synth_parser() -> argparse.ArgumentParser:
 def _report(summary) -> int:
     print(summary.describe())
     if summary.stage_seconds:
-        split = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stage_seconds.items())
-        print(f"stages (summed over workers): {split}")
+        split = ", ".join(f"{k} {v:.2f}" for k, v in summary.stage_seconds.items())
+        print(f"stages (CPU seconds, all workers): {split}")
     return summary.exit_code
 
 
