@@ -189,3 +189,17 @@ def test_wrapper_script_runs(tmp_path):
     r = subprocess.run([sys.executable, str(root / "build_dataset.py"), "--source", str(tmp_path / "nothing"),
                         "--out", str(tmp_path / "o.hdf5")], capture_output=True, text=True, cwd=root, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_raw_crop_format_is_lossless(tiny_aflw, tiny_model, tmp_path):
+    from prnet_keras.data.gt import GroundTruthMaker
+    from prnet_keras.data.sources import read_sample
+
+    s = build_hdf5(tiny_aflw, tmp_path / "rawcrop.hdf5", model=tiny_model, buildmode="val", crop_format="raw")
+    ds = PositionMapDataset(s.out)
+    assert ds.attrs["crop_format"] == "raw"
+    ref = list_samples(tiny_aflw)[3]
+    image, mat = read_sample(ref)
+    maker = GroundTruthMaker(tiny_model, ds.layout)
+    gt = maker.make(image, maker.parse(mat))
+    np.testing.assert_array_equal(ds[3]["image"], gt["crop"])
