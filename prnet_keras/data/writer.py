@@ -16,7 +16,7 @@ import cv2
 import h5py
 import numpy as np
 
-from prnet_keras.data.hdf5 import _BYTES, _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema
+from prnet_keras.data.hdf5 import _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 
