@@ -159,22 +159,29 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown setting(s) {', '.join(unknown)}; expected {', '.join(SETTINGS)}", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[dict] = []
+
+    def save(final: bool) -> dict | None:
+        """Write the JSON (after every row too, so an interrupted run keeps what it measured)."""
+        head = next((r for r in rows if r["model"] == "resfcn256" and r["setting"] == "fp32" and r["status"] == "ok"), None)
+        env["loadavg_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+        write_json(args.out, {"benchmark": "train", "complete": final, "environment": env, "batch": batch,
+                              "steps": steps, "warmup": args.warmup, "results": rows,
+                              "headline": {"model": "resfcn256", "setting": "fp32",
+                                           "images_per_s": head["images_per_s"] if head else None}})
+        return head
+
     for model_name in [m for m in args.models.split(",") if m]:
         for setting in settings:
             row = run_setting(model_name, setting, batch, steps, args.warmup, backend)
             rows.append(row)
+            save(final=False)
             if row["status"] == "ok":
                 print(f"{model_name:10s} {setting:9s} {row['images_per_s']:9.2f} images/s  {row['step_ms']:9.1f} ms/step"
                       f"  (warm-up {row['warmup_s']:.1f} s, cpu {row['cpu_s_per_step']:.2f} s/step)", flush=True)
             else:
                 print(f"{model_name:10s} {setting:9s} {row['status']}: {row['reason']}", flush=True)
-    headline = next((r for r in rows if r["model"] == "resfcn256" and r["setting"] == "fp32" and r["status"] == "ok"), None)
-    env["loadavg_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    write_json(args.out, {"benchmark": "train", "environment": env, "batch": batch, "steps": steps,
-                          "warmup": args.warmup, "results": rows,
-                          "headline": {"model": "resfcn256", "setting": "fp32",
-                                       "images_per_s": headline["images_per_s"] if headline else None}})
+    headline = save(final=True)
     print(f"wrote {args.out}")
     print(f"train images_per_s={headline['images_per_s'] if headline else 'nan'}")
     return 0

@@ -94,7 +94,7 @@ def _saved_model_forward(path: Path) -> tuple[ForwardFn, int]:
     if len(specs) != 1:
         raise ModelFileError(f"{path}: expected one image input, the signature has {sorted(specs)}")
     (in_name, spec), = specs.items()
-    resolution = spec.shape[1]
+    resolution = spec.shape[1]  # None when exported with a dynamic size
 
     def forward(x: np.ndarray) -> np.ndarray:
         out = sig(**{in_name: tf.constant(x)})
@@ -138,7 +138,8 @@ def _onnx_forward(path: Path) -> tuple[ForwardFn, int]:
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFileError(f"{path}: cannot load the ONNX model ({exc.__class__.__name__})") from None
     name = sess.get_inputs()[0].name
-    return (lambda x: sess.run(None, {name: x})[0]), int(sess.get_inputs()[0].shape[1])
+    size = sess.get_inputs()[0].shape[1]
+    return (lambda x: sess.run(None, {name: x})[0]), (size if isinstance(size, int) else None)
 
 
 # ---- layout lookup -------------------------------------------------------------------------
@@ -217,6 +218,7 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32) ->
         raise ModelFileError(f"{p}: not a position-map network (output {model.output_shape}, "
                              f"expected (None, {resolution}, {resolution}, 3))")
     layout = resolve_layout(p, uv_data)
+    resolution = layout.resolution if resolution is None else int(resolution)  # dynamic-size exports
     if layout.resolution != resolution:
         raise InputError(f"{p}: the UV layout is {layout.resolution}x{layout.resolution} "
                          f"but the network works at {resolution}x{resolution}")

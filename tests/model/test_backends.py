@@ -35,7 +35,9 @@ def tf_results(tmp_path_factory):
     return run_backend("tensorflow", tmp_path_factory.mktemp("tf") / "tf.npz")
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+# Other backends run in fresh interpreters and compile from scratch (JAX: minutes on 2 cores).
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.slow),
+                                     pytest.param("torch", marks=pytest.mark.slow)])
 def test_models_train_on_backend(backend, tf_results, tmp_path):
     res = tf_results if backend == "tensorflow" else run_backend(backend, tmp_path / f"{backend}.npz")
     assert str(res["backend"]) == backend
