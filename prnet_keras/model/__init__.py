@@ -4,7 +4,7 @@
 
 - ``resfcn256``: the official PRNet ResFCN256 (13,353,618 trainable parameters);
   options ``base_filters`` (16), ``resolution`` (256), ``l2`` (2e-4), ``bn_momentum``.
-- ``light``: MobileNetV2-style encoder / U-Net decoder (~2.3 M parameters);
+- ``light``: MobileNetV2-style encoder / U-Net decoder (2.0 M parameters);
   options ``width`` (1.0), ``resolution`` (256).
 
 Only ``keras`` is imported here; TensorFlow-only pieces (checkpoint import, SavedModel /
