@@ -1,0 +1,180 @@
+"""The quickstart (``make demo``): the whole pipeline on synthetic data, end to end.
+
+Stages, each writing into ``--out`` (default ``quickstart/``):
+  1. build the synthetic morphable model, render one face and its UV position map (PNGs);
+  2. generate small synthetic 300W-LP (train) and AFLW2000-3D (val) datasets, build their HDF5;
+  3. train the light model briefly;
+  4. evaluate it (CED plot, Markdown table, summary.json);
+  5. reconstruct a synthetic test image (and a real photo when reference data is present):
+     mesh files and the 4-panel figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from prnet_keras.errors import PRNetError
+
+
+def stage_model(out: Path, seed: int) -> None:
+    import cv2
+
+    from prnet_keras.geometry import UVLayout, make_pose_para, pose_vertices, render_shaded, render_uv_map, uv_pixel_coords
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+
+    model = build_synthetic_model(seed=seed)
+    layout = UVLayout.from_model(model)
+    size = 450
+    rng = np.random.default_rng(seed)
+    verts = model.vertices(rng.standard_normal(model.n_shape) * model.shape_ev, None)
+    span = float(np.ptp(verts[:, 0]))
+    pose = make_pose_para(np.deg2rad([5.0, 25.0, 0.0]), [size / 2, size / 2, 0.0], 0.5 * size / span)
+    img_v = pose_vertices(verts, pose, size)
+    img = render_shaded(img_v, model.all_triangles, model.colors(), size, size, light_dir=(0.3, 0.4, 1.0))
+    uv = render_uv_map(uv_pixel_coords(model.uv_coords, layout.resolution), model.triangles, img_v, layout.resolution)
+    uv_vis = np.zeros_like(uv)
+    m = layout.face_mask
+    uv_vis[m] = (uv[m] - uv[m].min(0)) / np.maximum(np.ptp(uv[m], 0), 1e-6)
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out / "model" / "synthetic_face.png"), cv2.cvtColor((img * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(out / "model" / "uv_position_map.png"), cv2.cvtColor((uv_vis * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    print(f"synthetic model: {model.n_vertices} vertices, {model.all_triangles.shape[0]} triangles; "
+          f"UV layout {layout.hash()} with {layout.n_vertices} face pixels")
+    print(f"wrote {out / 'model' / 'synthetic_face.png'} and {out / 'model' / 'uv_position_map.png'}")
+
+
+def _run(cli_main, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
+    print("$", cli_main.__module__.rsplit(".", 1)[-1] + ".py", " ".join(argv), flush=True)
+    code = cli_main(argv)
+    if code not in ok:
+        raise PRNetError(f"{cli_main.__module__} exited with status {code}")
+
+
+def stage_data(out: Path, seed: int, n_train: int, n_val: int, workers: int) -> Path:
+    from prnet_keras.cli import build_dataset
+
+    data = out / "data"
+    for layout, count, folder, s in (("300wlp", n_train, "300W_LP", seed), ("aflw2000", n_val, "AFLW2000", seed + 1)):
+        if not (data / folder).exists():
+            _run(build_dataset.main, ["synth", "--layout", layout, "--count", str(count), "--out", str(data / folder),
+                                      "--seed", str(s), "--workers", str(workers)])
+    for mode, folder in (("train", "300W_LP"), ("val", "AFLW2000")):
+        target = data / f"{mode}.hdf5"
+        if not target.exists():
+            _run(build_dataset.main, ["--source", str(data / folder), "--out", str(target), "--buildmode", mode,
+                                      "--workers", str(workers), "--seed", str(seed), "--no-progress"])
+    return data
+
+
+def stage_train(out: Path, data: Path, epochs: int, workers: int) -> Path:
+    from prnet_keras.cli import train_model
+
+    run = out / "run"
+    _run(train_model.main, ["--config", "quickstart", "--hdf5dir", str(data), "--output", str(run),
+                            "--epochs", str(epochs), "--workers", str(workers), "--force"])
+    model = run / "best_nme.keras"
+    if not model.exists():
+        raise PRNetError(f"training wrote no {model}")
+    return model
+
+
+def stage_evaluate(out: Path, data: Path, model: Path) -> None:
+    from prnet_keras.cli import evaluate_model
+
+    _run(evaluate_model.main, ["--model", str(model), "--hdf5", str(data / "val.hdf5"),
+                               "--outputdir", str(out / "evaluation"), "--no-progress"])
+    table = out / "evaluation" / "results.md"
+    if table.exists():
+        print(table.read_text())
+
+
+def _frontal_val_image(data: Path) -> tuple[Path, str]:
+    """The most frontal synthetic AFLW2000-3D image and the box of its pt3d_68 (left,top,right,bottom)."""
+    import scipy.io
+
+    best = None
+    for mat_path in sorted((data / "AFLW2000").glob("image*.mat")):
+        mat = scipy.io.loadmat(str(mat_path))
+        yaw = abs(float(mat["Pose_Para"].reshape(-1)[1]))
+        if best is None or yaw < best[0]:
+            best = (yaw, mat_path, mat["pt3d_68"])
+    if best is None:
+        raise PRNetError(f"no synthetic test images in {data / 'AFLW2000'}")
+    pts = best[2][:2]
+    box = ",".join(f"{v:.1f}" for v in (pts[0].min(), pts[1].min(), pts[0].max(), pts[1].max()))
+    return best[1].with_suffix(".jpg"), box
+
+
+def stage_reconstruct(out: Path, data: Path, model: Path) -> None:
+    from prnet_keras.cli import load_model
+    from prnet_keras.utils import reference_data_dir
+
+    image, box = _frontal_val_image(data)
+    outputs = "obj,ply,mat,kpt,pose,depth,texture,uv,figure"
+    _run(load_model.main, ["--image", str(image), "--model", str(model), "--output", str(out / "reconstruct"),
+                           "--outputs", outputs, "--detector", "mtcnn"], ok=(0, 1))
+    if not any((out / "reconstruct").glob(f"{image.stem}*.obj")):
+        print("(MTCNN found no face in the synthetic image: using its landmark box instead)")
+        _run(load_model.main, ["--image", str(image), "--model", str(model), "--output", str(out / "reconstruct"),
+                               "--outputs", outputs, "--bbox", box])
+    ref = reference_data_dir()
+    photo = ref / "photos" / "1.jpg" if ref else None
+    if photo is not None and photo.exists():
+        _run(load_model.main, ["--image", str(photo), "--model", str(model), "--output", str(out / "reconstruct"),
+                               "--outputs", "obj,figure", "--detector", "mtcnn"], ok=(0, 1))
+    else:
+        print("(no real photo: ../shared/reference-data is absent; the synthetic image stands alone)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="quickstart", help="output folder (default: quickstart/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-images", type=int, default=400, help="synthetic 300W-LP images (half _Flip twins)")
+    parser.add_argument("--val-images", type=int, default=40, help="synthetic AFLW2000-3D images")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: configure/quickstart.json)")
+    parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from prnet_keras.config import load_config
+
+    epochs = args.epochs or int(load_config("quickstart")["train"]["epochs"])
+    started = time.perf_counter()
+    state: dict = {}
+    stages = [
+        ("synthetic morphable model, one face and its UV position map", lambda: stage_model(out, args.seed)),
+        ("synthetic 300W-LP / AFLW2000-3D datasets -> HDF5",
+         lambda: state.update(data=stage_data(out, args.seed, args.train_images, args.val_images, args.workers))),
+        (f"train the light model for {epochs} epochs",
+         lambda: state.update(model=stage_train(out, state["data"], epochs, args.workers))),
+        ("evaluate (NME, ICP; CED plots and table)", lambda: stage_evaluate(out, state["data"], state["model"])),
+        ("reconstruct a synthetic test image (and a real photo when available)",
+         lambda: stage_reconstruct(out, state["data"], state["model"])),
+    ]
+    try:
+        for i, (title, run) in enumerate(stages, 1):
+            print(f"\n== {i}/{len(stages)} {title}", flush=True)
+            t = time.perf_counter()
+            run()
+            print(f"({time.perf_counter() - t:.1f} s)", flush=True)
+    except PRNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\nquickstart done in {time.perf_counter() - started:.0f} s: everything is under {out}/")
+    for rel in ("model/synthetic_face.png", "model/uv_position_map.png", "run/training_log.csv", "run/best_nme.keras",
+                "evaluation/results.md", "evaluation/ced_all.png", "reconstruct"):
+        print(f"  {out / rel}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
