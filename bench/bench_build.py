@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,23 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+
+import benchenv  # noqa: E402
 
 from prnet_keras.utils import reference_data_dir, write_json  # noqa: E402
 
 
 def environment() -> dict:
-    import cv2
-    import h5py
-    import numba
-
-    return {
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version, "opencv": cv2.__version__,
-        "numba": numba.__version__,
-    }
+    return benchenv.environment("cv2", "h5py", "numba")
 
 
 def main() -> int:

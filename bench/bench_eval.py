@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,26 +32,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+import benchenv  # noqa: E402
+
 from prnet_keras.utils import reference_data_dir, write_json  # noqa: E402
 
 
 def environment() -> dict:
-    import scipy
-
-    env = {
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "scipy": scipy.__version__,
-    }
-    try:
-        import open3d
-
-        env["open3d"] = open3d.__version__
-    except Exception:  # noqa: BLE001
-        env["open3d"] = None
-    return env
+    return benchenv.environment("scipy", "open3d")
 
 
 def model_and_layout(spec: str | None):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,23 +28,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+import benchenv  # noqa: E402
+
 from prnet_keras.utils import write_json  # noqa: E402
 
 
 def environment() -> dict:
-    import cv2
-    import h5py
-    import keras
-    import numba
-
-    return {
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average_1m_before": os.getloadavg()[0], "platform": platform.platform(),
-        "python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__,
-        "numba": numba.__version__, "h5py": h5py.__version__, "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-    }
+    return benchenv.environment("cv2", "h5py", "keras", "numba")
 
 
 def make_input(tmp: Path, count: int) -> Path:
@@ -121,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
 
     env = environment()
-    print("machine:", {k: env[k] for k in ("processor", "cpu_count", "affinity", "load_average_1m_before")})
+    print("machine:", {k: env[k] for k in ("processor", "cpu_count", "affinity", "load_average_1min")})
     print("versions:", {k: env[k] for k in ("python", "numpy", "opencv", "numba", "h5py", "keras")})
     with tempfile.TemporaryDirectory(prefix="bench_generator_") as tmp:
         path = Path(args.hdf5) if args.hdf5 else make_input(Path(tmp), args.count)

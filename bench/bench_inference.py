@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,27 +34,19 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+import benchenv  # noqa: E402
+
 from prnet_keras.utils import reference_data_dir, write_json  # noqa: E402
 
 WRITE_OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv")
 
 
 def environment() -> dict:
-    import cv2
-    import keras
-    import numba
+    env = benchenv.environment("cv2", "keras", "numba", "tensorflow")
     import tensorflow as tf
 
-    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    return {
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "tensorflow": tf.__version__, "keras": keras.__version__, "keras_backend": keras.backend.backend(),
-        "opencv": cv2.__version__, "numba": numba.__version__, "gpus": gpus,
-        # the machine is shared: the load average says how contended the timings were
-        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
+    env["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return env
 
 
 def scene() -> dict:
@@ -167,7 +158,7 @@ def main() -> int:
     from prnet_keras.model import build_model
 
     env = environment()
-    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "loadavg_1_5_15")})
+    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "load_average_1min")})
     print("versions:", {k: env[k] for k in ("python", "numpy", "tensorflow", "keras", "opencv", "numba")}, "gpus:", env["gpus"])
     sc = scene()
     print("scene:", sc["what"], f"({sc['layout'].n_vertices} vertices, {len(sc['layout'].triangles)} triangles)")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -30,21 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+import benchenv  # noqa: E402
+
 from prnet_keras.utils import write_json  # noqa: E402
 
 
 def environment() -> dict:
-    import cv2
-    import numba
-    import scipy
-
-    return {
-        "machine": platform.machine(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(), "python": platform.python_version(), "numpy": np.__version__,
-        "scipy": scipy.__version__, "opencv": cv2.__version__, "numba": numba.__version__,
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
+    return benchenv.environment("cv2", "numba", "scipy")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -91,7 +82,7 @@ def main() -> int:
     from prnet_keras.data.synth import generate_dataset
 
     env = environment()
-    print("machine:", {k: env[k] for k in ("processor", "cpu_count", "affinity", "platform", "load_avg_1min")})
+    print("machine:", {k: env[k] for k in ("processor", "cpu_count", "affinity", "platform", "load_average_1min")})
     print("versions:", {k: env[k] for k in ("python", "numpy", "scipy", "opencv", "numba")})
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     try:

@@ -194,3 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show and summary.get("face_objects"):
         _show(summary["face_objects"])
     return 0 if not summary["skipped"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from prnet_keras.errors import InputError, PRNetError
+from prnet_keras.errors import PRNetError
 
 
 def _key_value(text: str) -> tuple[str, Any]:

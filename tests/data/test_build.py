@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import shutil
 
-import cv2
 import numpy as np
 import pytest
 import scipy.io

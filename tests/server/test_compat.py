@@ -6,7 +6,6 @@ import base64
 import io
 
 import numpy as np
-import pytest
 import scipy.io
 from fastapi.testclient import TestClient
 

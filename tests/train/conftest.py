@@ -8,6 +8,8 @@ a test can check that augmented labels still land on the same image features.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,7 +98,7 @@ def write_toy_hdf5(path, images: np.ndarray, maps: np.ndarray, layout: UVLayout,
 
 
 @pytest.fixture(scope="session")
-def toy_hdf5_dir(tmp_path_factory, layout) -> "Path":
+def toy_hdf5_dir(tmp_path_factory, layout) -> Path:
     """train.hdf5 (16 toy samples) and val.hdf5 (6) in one folder."""
     out = tmp_path_factory.mktemp("toy_h5")
     write_toy_hdf5(out / "train.hdf5", *toy_samples(16, seed=1, layout=layout), layout)
