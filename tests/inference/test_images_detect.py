@@ -86,12 +86,9 @@ def test_unknown_and_missing_detectors():
             get_detector("dlib")
 
 
-def test_opencv_detector_available_or_clear_error(reference_data):
-    try:
-        det = get_detector("opencv")
-    except InputError as exc:
-        assert "Haar cascades" in str(exc)  # OpenCV 5 wheels ship none
-        return
+def test_opencv_detector_finds_the_face(reference_data):
+    # requirements pin opencv-python-headless<5: OpenCV 5 wheels ship no Haar cascades
+    det = get_detector("opencv")
     faces = det(load_image(reference_data / "aflw2000-3d" / "image00050.jpg"))
     assert len(faces) >= 1 and all(f.score is None for f in faces)
 
