@@ -1,0 +1,86 @@
+"""The fast position-map read (direct chunk read + ISA-L inflate + numpy/OpenCV unshuffle) equals h5py bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+
+from prnet_keras.data.build import build_hdf5
+from prnet_keras.data.hdf5 import PositionMapDataset, _fast_chunks, read_chunk_into
+
+
+def _bits(batch: dict) -> dict:
+    return {k: (v if k == "name" else np.ascontiguousarray(v).view(np.uint8)) for k, v in batch.items()}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    bits_a, bits_b = _bits(a), _bits(b)
+    for k, va in a.items():
+        if k == "name":
+            assert va == b[k]
+        else:
+            assert va.dtype == b[k].dtype and va.shape == b[k].shape, k
+            np.testing.assert_array_equal(bits_a[k], bits_b[k], err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def crops_files(tiny_300wlp, tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fastread")
+    jpeg = build_hdf5(tiny_300wlp, out / "jpeg.hdf5", model=tiny_model, seed=7).out
+    raw = build_hdf5(tiny_300wlp, out / "raw.hdf5", model=tiny_model, seed=7, crop_format="raw").out
+    return jpeg, raw
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_fast_path_equals_h5py(crops_files, which):
+    path = crops_files[which]
+    fast, slow = PositionMapDataset(path), PositionMapDataset(path)
+    slow._fast_read = False
+    idx = [3, 0, 15, 3, 7, 7, 1, 12]
+    _assert_same(fast.read_batch(idx), slow.read_batch(idx))
+    _assert_same(fast.read_batch(np.arange(len(fast))), slow.read_batch(np.arange(len(slow))))
+    assert fast._fast["flags"] == [True] and slow._fast["flags"] == [False]
+
+
+def test_uncompressed_file_falls_back(crops_files, tmp_path):
+    src = crops_files[0]
+    dst = tmp_path / "plain.hdf5"
+    shutil.copy(src, dst)
+    with h5py.File(dst, "a") as f:
+        data = f["position_map"][:]
+        del f["position_map"]
+        f.create_dataset("position_map", data=data, chunks=(1,) + data.shape[1:])  # no filters
+        assert not _fast_chunks(f["position_map"])
+    ds = PositionMapDataset(dst)
+    ref = PositionMapDataset(src)
+    ref._fast_read = False
+    idx = np.arange(len(ds))[::-1]
+    _assert_same(ds.read_batch(idx), ref.read_batch(idx))
+    assert ds._fast["flags"] == [False]
+
+
+def test_read_chunk_into_special_values_and_bad_chunk(tmp_path):
+    rng = np.random.default_rng(0)
+    special = np.array([0x0000, 0x8000, 0x0001, 0x83FF, 0x7BFF, 0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFD55],
+                       np.uint16).view(np.float16)
+    rows = [rng.normal(0, 100, (8, 8, 3)).astype(np.float16) for _ in range(3)]
+    rows[1].reshape(-1)[: special.size] = special  # inf, NaNs incl. signalling ones, subnormals, -0
+    with h5py.File(tmp_path / "t.hdf5", "w") as f:
+        d = f.create_dataset("m", data=np.stack(rows), chunks=(1, 8, 8, 3), shuffle=True, compression="gzip")
+        assert _fast_chunks(d)
+        for j in range(3):
+            out = np.empty((8, 8, 3), np.float32)
+            read_chunk_into(d, j, out)
+            np.testing.assert_array_equal(out.view(np.uint32), d[j].astype(np.float32).view(np.uint32))
+        # a chunk that is no zlib stream: h5py's own path and error
+        d.id.write_direct_chunk((2, 0, 0, 0), b"not deflate", 0)
+        with pytest.raises(OSError):
+            read_chunk_into(d, 2, np.empty((8, 8, 3), np.float32))
+        g = f.create_dataset("g", data=np.stack(rows), chunks=(1, 8, 8, 3), compression="gzip")  # no shuffle
+        assert not _fast_chunks(g)
+        assert not _fast_chunks(f.create_dataset("h", data=np.stack(rows), chunks=(1, 4, 8, 3), shuffle=True,
+                                                 compression="gzip"))
