@@ -42,10 +42,20 @@ WRITE_OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv")
 
 
 def environment() -> dict:
-    env = benchenv.environment("cv2", "keras", "numba", "tensorflow")
-    import tensorflow as tf
+    import keras
 
-    env["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    env = benchenv.environment("cv2", "keras", "numba", "tensorflow")
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        env["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    elif backend == "jax":
+        import jax
+
+        env["gpus"] = [str(d) for d in jax.devices() if d.platform != "cpu"]
+    else:
+        env["gpus"] = []
     return env
 
 
