@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from prnet_keras.cli import run_cli
 from prnet_keras.errors import PRNetError
 
 
@@ -79,37 +80,35 @@ def _report(summary) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["merge"]:
-            a = _merge_parser().parse_args(argv[1:])
-            from prnet_keras.data.build import merge_hdf5
+    return run_cli(lambda: _run(argv), "interrupted: committed chunks are kept; rerun with --resume to continue")
 
-            return _report(merge_hdf5(a.inputs, a.out, overwrite=a.overwrite))
-        if argv[:1] == ["synth"]:
-            a = _synth_parser().parse_args(argv[1:])
-            if a.count < 1:
-                raise PRNetError(f"--count {a.count}: expected >= 1")
-            from prnet_keras.data.synth import generate_dataset
 
-            paths = generate_dataset(a.out, a.layout, a.count, a.seed, a.bfm, a.workers)
-            print(f"wrote {len(paths)} images to {a.out}")
-            return 0
-        a = _build_parser().parse_args(argv)
-        from prnet_keras.data.build import build_hdf5
+def _run(argv: list[str]) -> int:
+    if argv[:1] == ["merge"]:
+        a = _merge_parser().parse_args(argv[1:])
+        from prnet_keras.data.build import merge_hdf5
 
-        summary = build_hdf5(
-            a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
-            workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
-            resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, commit_every=a.commit_every,
-            progress=not a.no_progress,
-        )
-        return _report(summary)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: committed chunks are kept; rerun with --resume to continue", file=sys.stderr)
-        return 130
+        return _report(merge_hdf5(a.inputs, a.out, overwrite=a.overwrite))
+    if argv[:1] == ["synth"]:
+        a = _synth_parser().parse_args(argv[1:])
+        if a.count < 1:
+            raise PRNetError(f"--count {a.count}: expected >= 1")
+        from prnet_keras.data.synth import generate_dataset
+
+        paths = generate_dataset(a.out, a.layout, a.count, a.seed, a.bfm, a.workers)
+        print(f"wrote {len(paths)} images to {a.out}")
+        return 0
+    a = _build_parser().parse_args(argv)
+    from prnet_keras.data.build import build_hdf5
+
+    summary = build_hdf5(
+        a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
+        workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
+        resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, commit_every=a.commit_every,
+        progress=not a.no_progress,
+    )
+    return _report(summary)
+
 
 
 if __name__ == "__main__":

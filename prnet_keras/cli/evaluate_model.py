@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from prnet_keras.cli import run_cli
 from prnet_keras.errors import PRNetError
 
 
@@ -69,40 +69,38 @@ def _print_summary(summary: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter is not for users
     args = build_parser().parse_args(argv)
-    try:
-        from prnet_keras.config import load_config
+    return run_cli(lambda: _run(args), "interrupted: finished batches are kept; rerun with --resume to continue")
 
-        config = load_config(args.config)
-        if args.model is None:
-            if not args.compare:
-                raise PRNetError("--model is required (or give only --compare RUN_DIR ... to overlay earlier runs)")
-            from prnet_keras.evaluate.runner import compare_only
 
-            compare_only(args.outputdir, args.compare)
-            print(f"wrote comparison of {len(args.compare)} run(s) to {args.outputdir}")
-            return 0
-        if args.hdf5 is None and args.datadir is None:
-            raise PRNetError("give --hdf5 FILE or --datadir AFLW2000-3D folder/zip")
-        if args.limit is not None and args.limit < 1:
-            raise PRNetError(f"--limit {args.limit}: expected >= 1")
-        from prnet_keras.evaluate.runner import evaluate
+def _run(args: argparse.Namespace) -> int:
+    from prnet_keras.config import load_config
 
-        summary = evaluate(
-            args.model, hdf5=args.hdf5, datadir=args.datadir, outputdir=args.outputdir, evalidxs=args.evalidxs,
-            batchsize=args.batchsize, shiftZ=args.shiftZ, normalizer=args.normalizer,
-            recon_normalizer=args.recon_normalizer, icp=args.icp, icp_method=args.icp_method, compare=args.compare,
-            resume=args.resume, bfm=args.bfm, uv_data=args.uv_data, limit=args.limit, gallery=args.gallery,
-            progress=not args.no_progress, config=config,
-        )
-        _print_summary(summary)
-        print(f"results in {args.outputdir} (per_image.csv, summary.json, results.md, ced_*.png)")
+    config = load_config(args.config)
+    if args.model is None:
+        if not args.compare:
+            raise PRNetError("--model is required (or give only --compare RUN_DIR ... to overlay earlier runs)")
+        from prnet_keras.evaluate.runner import compare_only
+
+        compare_only(args.outputdir, args.compare)
+        print(f"wrote comparison of {len(args.compare)} run(s) to {args.outputdir}")
         return 0
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished batches are kept; rerun with --resume to continue", file=sys.stderr)
-        return 130
+    if args.hdf5 is None and args.datadir is None:
+        raise PRNetError("give --hdf5 FILE or --datadir AFLW2000-3D folder/zip")
+    if args.limit is not None and args.limit < 1:
+        raise PRNetError(f"--limit {args.limit}: expected >= 1")
+    from prnet_keras.evaluate.runner import evaluate
+
+    summary = evaluate(
+        args.model, hdf5=args.hdf5, datadir=args.datadir, outputdir=args.outputdir, evalidxs=args.evalidxs,
+        batchsize=args.batchsize, shiftZ=args.shiftZ, normalizer=args.normalizer,
+        recon_normalizer=args.recon_normalizer, icp=args.icp, icp_method=args.icp_method, compare=args.compare,
+        resume=args.resume, bfm=args.bfm, uv_data=args.uv_data, limit=args.limit, gallery=args.gallery,
+        progress=not args.no_progress, config=config,
+    )
+    _print_summary(summary)
+    print(f"results in {args.outputdir} (per_image.csv, summary.json, results.md, ced_*.png)")
+    return 0
+
 
 
 if __name__ == "__main__":

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Sequence
 
-from prnet_keras.errors import PRNetError
+from prnet_keras.cli import run_cli
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -103,18 +102,16 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from prnet_keras.config import load_config
-        from prnet_keras.train.trainer import train
+    return run_cli(lambda: _run(args), "error: interrupted; run the same command again to resume from the last "
+                                       "completed epoch")
 
-        config = load_config(args.config, overrides_from_args(args))
-        run_dir = train(config)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; run the same command again to resume from the last completed epoch", file=sys.stderr)
-        return 130
+
+def _run(args: argparse.Namespace) -> int:
+    from prnet_keras.config import load_config
+    from prnet_keras.train.trainer import train
+
+    config = load_config(args.config, overrides_from_args(args))
+    run_dir = train(config)
     print(f"run folder: {run_dir}")
     return 0
 
