@@ -96,6 +96,11 @@ def _check_images(items: list, s: ServerSettings) -> None:
     as_list(items, "imageMatList", s.max_images_per_request, "images")
 
 
+def _mesh_entry(face, mat_type: str) -> dict:
+    """One ``faceMeshList`` entry: the base64 mesh .mat and the face box [cx, cy, size]."""
+    return {"rawMesh": encode_base64(mesh_mat_bytes(face, mat_type)), "faceBB": face_box(face)}
+
+
 def predict_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
     _check_images(data.imageMatList, s)
     out = []
@@ -110,10 +115,7 @@ def predict_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
             faces = engine.reconstruct(image, f, s.max_faces_per_image, landmarks=np.stack(kpts))
         else:
             faces = engine.reconstruct(image, f + ".rawImage", s.max_faces_per_image)
-        out.append({"faceMeshList": [
-            {"rawMesh": encode_base64(mesh_mat_bytes(face, data.matType)), "faceBB": face_box(face)}
-            for face in faces
-        ]})
+        out.append({"faceMeshList": [_mesh_entry(face, data.matType) for face in faces]})
     return {"imageMeshList": out}
 
 
@@ -131,8 +133,7 @@ def extract_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
                 continue
             field = f"{f}.rawMats[{j}]"
             face = engine.ground_truth_face(image, _mat(m, field, s), field)
-            faces.append({"rawMesh": encode_base64(mesh_mat_bytes(face, data.matType)),
-                          "faceBB": face_box(face)})
+            faces.append(_mesh_entry(face, data.matType))
         out.append({"faceMeshList": faces})
     return {"imageMeshList": out}
 
