@@ -39,6 +39,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters")
     p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "raw"], help="how crops are stored (crops store)")
     p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--compression", default="gzip", choices=["gzip", "none"],
+                   help="image-sized chunks (maps, raw crops): gzip (compact, default) or none "
+                   "(~2x the bytes; training reads skip the inflation, ~2x faster generator)")
     p.add_argument("--workers", type=int, default=_cores(), help="worker processes (default: usable cores)")
     p.add_argument("--shard", default=None, help="I/N: build shard I of N (join them with `merge`)")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
@@ -104,7 +107,8 @@ def _run(argv: list[str]) -> int:
     summary = build_hdf5(
         a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
         workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
-        resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, commit_every=a.commit_every,
+        resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, compression=a.compression,
+        commit_every=a.commit_every,
         progress=not a.no_progress,
     )
     return _report(summary)

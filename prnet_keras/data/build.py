@@ -27,7 +27,7 @@ from typing import Any
 from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
 from prnet_keras.data import worker
-from prnet_keras.data.hdf5 import open_checked, read_attrs
+from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
 from prnet_keras.data.writer import concat_files, create_file
@@ -87,7 +87,7 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
 
 # ---- orchestration -------------------------------------------------------------------------
 def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality, shard, limit,
-              n_refs, commit_every) -> dict[str, Any]:
+              n_refs, commit_every, compression="gzip") -> dict[str, Any]:
     """Everything that decides the file's content (resume refuses to mix different ones)."""
     if buildmode not in ("train", "val"):
         raise InputError(f"--buildmode {buildmode}: expected train or val")
@@ -95,6 +95,7 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         raise InputError(f"--store {store}: expected crops or raw")
     if crop_format not in ("jpeg", "raw"):
         raise InputError(f"--crop-format {crop_format}: expected jpeg or raw")
+    check_compression(compression)
     if not 1 <= int(jpeg_quality) <= 100:
         raise InputError(f"--jpeg-quality {jpeg_quality}: expected 1..100")
     if limit is not None and int(limit) < 1:
@@ -103,7 +104,7 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
         "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
         "crop_format": crop_format if store == "crops" else "", "seed": int(seed), "jpeg_quality": int(jpeg_quality),
-        "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
+        "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
         "commit_every": int(commit_every), "crop_config": section("crop"),
     }
 
@@ -115,7 +116,8 @@ def _file_attrs(settings: dict, model: MorphableModel, layout: UVLayout, model_s
     args = {k: settings[k] for k in ("source", "layout", "bfm", "uv_data", "buildmode", "store", "crop_format",
                                      "seed", "jpeg_quality", "limit")}
     return {
-        "store": settings["store"], "crop_format": settings["crop_format"], "buildmode": settings["buildmode"],
+        "store": settings["store"], "crop_format": settings["crop_format"], "compression": settings["compression"],
+        "buildmode": settings["buildmode"],
         "source_layout": settings["layout"], "seed": settings["seed"], "shard": settings["shard"],
         "model_name": model.name, "model_spec": spec, "model_seed": model_seed,
         "n_shape": model.n_shape, "n_exp": model.n_exp, "triangles": "face+mouth",
@@ -188,6 +190,7 @@ def build_hdf5(
     resume: bool = False,
     overwrite: bool = False,
     crop_format: str = "jpeg",
+    compression: str = "gzip",
     commit_every: int | None = None,
     progress: bool = False,
     model: MorphableModel | None = None,
@@ -211,7 +214,7 @@ def build_hdf5(
     refs = refs[shard_slice(len(refs), shard_t)]
     commit_every = int(commit_every or section("data").get("commit_every", 64))
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
-                         shard_t, limit, len(refs), commit_every)
+                         shard_t, limit, len(refs), commit_every, compression)
     given_model = model is not None
     model = model if given_model else load_morphable_model(bfm)
     uv_layout = load_uv_layout(uv_data, model)
@@ -294,7 +297,8 @@ def merge_hdf5(inputs: list[str | os.PathLike], out: str | os.PathLike, overwrit
             metas.append((Path(p), read_attrs(f), f["uv_layout"][()].tobytes()))
     first = metas[0][1]
     for p, a, _ in metas[1:]:
-        for key in ("store", "crop_format", "layout_hash", "buildmode", "seed", "model_spec", "n_shape", "n_exp"):
+        for key in ("store", "crop_format", "compression", "layout_hash", "buildmode", "seed", "model_spec",
+                    "n_shape", "n_exp"):
             if a.get(key) != first.get(key):
                 raise InputError(f"{p}: {key} {a.get(key)!r} differs from {metas[0][0]} ({first.get(key)!r})")
     shards = [a.get("shard", "") for _, a, _ in metas]

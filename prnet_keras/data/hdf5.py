@@ -1,6 +1,6 @@
 """The position-map HDF5 format (version 1): schema and the reader :class:`PositionMapDataset`.
 
-One row per sample, all datasets share the first axis N (schema in docs/readme-parts/data.md):
+One row per sample, all datasets share the first axis N (schema in README.md, "HDF5 schema"):
 
   name, source_path            (N,) str
   transform                    (N, 3, 3) float64   image -> crop similarity
@@ -12,7 +12,9 @@ One row per sample, all datasets share the first axis N (schema in docs/readme-p
   uv_layout      (bytes,) uint8: UVLayout.to_bytes()
   skipped/{name, source_path, reason}  samples left out and why
 
-Image-sized arrays are chunked one sample per chunk with shuffle + gzip (writer: data.writer).
+Image-sized arrays are chunked one sample per chunk, with shuffle + gzip (``compression``
+attribute "gzip", the default) or unfiltered ("none": ~2x the bytes, no inflation on reads);
+writer: data.writer.
 Readers open HDF5 handles lazily per process, so a dataset object can be shared with
 multiprocessing workers (forked or pickled).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import zlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,12 +43,18 @@ try:  # ISA-L inflate: ~1.7x faster than zlib on the position-map chunks, same o
 except ImportError:  # pragma: no cover - isal is in requirements.txt
     _inflate, _INFLATE_ERRORS = zlib.decompress, (zlib.error,)
 
+try:  # h5py's global lock: every HDF5 call from threads must hold it
+    from h5py._objects import phil as _PHIL
+except ImportError:  # pragma: no cover - private name; a local lock still serialises our own calls
+    _PHIL = threading.RLock()
+
 FORMAT = "prnet-keras/position-maps"
 FORMAT_VERSION = 1
 _FAST_READ = True  # read shuffle+deflate position-map chunks without h5py's filters
 GZIP_LEVEL = 1  # level 1 is ~25 % faster than 4 for < 1 % larger files on position maps
 _STR = h5py.string_dtype("utf-8")
 _BYTES = h5py.vlen_dtype(np.uint8)
+COMPRESSIONS = ("gzip", "none")  # image-sized chunks: shuffle + deflate, or stored as they are
 COMMON_FIELDS = ("name", "source_path", "transform", "pose_para", "yaw", "kpt68", "image_size")
 
 
@@ -68,6 +77,12 @@ def _schema(store: str, crop_format: str, resolution: int, n_shape: int, n_exp: 
     else:
         raise InputError(f"--store {store}: expected crops or raw")
     return fields
+
+
+def check_compression(compression: str) -> str:
+    if compression not in COMPRESSIONS:
+        raise InputError(f"--compression {compression}: expected one of {', '.join(COMPRESSIONS)}")
+    return compression
 
 
 def read_attrs(f: h5py.File) -> dict[str, Any]:
@@ -124,47 +139,77 @@ def decode_crop(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _fast_chunks(dset: h5py.Dataset) -> bool:
-    """Whether ``dset`` is one sample per chunk through exactly shuffle + deflate (see :func:`read_chunk_into`)."""
+_TLS = threading.local()
+
+
+def _chunk_buffer(nbytes: int) -> np.ndarray:
+    """A per-thread reusable uint8 buffer of >= ``nbytes`` (fresh 400 kB allocations page-fault)."""
+    buf = getattr(_TLS, "chunk", None)
+    if buf is None or buf.size < nbytes:
+        buf = _TLS.chunk = np.empty(nbytes, np.uint8)
+    return buf
+
+
+def _fast_chunks(dset: h5py.Dataset) -> str | None:
+    """How :func:`read_chunk_into` can read ``dset`` without h5py's filter pipeline.
+
+    "deflate" (shuffle + deflate, ``--compression gzip``) or "plain" (no filters,
+    ``--compression none``) for one-sample-per-chunk little-endian datasets; else None.
+    """
+    if not (dset.chunks == (1,) + dset.shape[1:] and dset.dtype.itemsize in (1, 2, 4, 8)
+            and dset.dtype.byteorder in "=|<" and np.little_endian):
+        return None
     plist = dset.id.get_create_plist()
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-    return (dset.chunks == (1,) + dset.shape[1:] and filters == [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]
-            and dset.dtype.itemsize in (1, 2, 4, 8) and dset.dtype.byteorder in "=|<" and np.little_endian)
+    if filters == [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
+        return "deflate"
+    return "plain" if not filters else None
 
 
-def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray) -> None:
+def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "deflate") -> None:
     """``out[...] = dset[j]`` for a :func:`_fast_chunks` dataset, bypassing h5py's filter pipeline.
 
-    Reads the compressed chunk, inflates it (ISA-L), undoes the byte shuffle in numpy and
-    converts once into ``out``; bit-identical to h5py. Falls back to h5py when the chunk
-    skipped a filter, does not inflate or does not have the expected size.
+    Reads the stored chunk; "deflate" chunks are inflated (ISA-L) and un-shuffled, "plain"
+    ones used as they are; converts once into ``out``. Bit-identical to h5py. Falls back to
+    h5py when the chunk skipped a filter, does not inflate or has an unexpected size.
     """
     dt = dset.dtype
     n = int(np.prod(dset.shape[1:], dtype=np.int64))
-    mask, data = dset.id.read_direct_chunk((int(j),) + (0,) * (dset.ndim - 1))
+    nbytes = n * dt.itemsize
+    buf = _chunk_buffer(nbytes + nbytes // 512 + 1024)  # deflate's worst case is a little over raw
     try:
-        raw = np.frombuffer(_inflate(data, 15, n * dt.itemsize), np.uint8) if mask == 0 else None
-    except _INFLATE_ERRORS:  # not a zlib stream: let h5py read it (and report the error its own way)
-        raw = None
-    if raw is None or raw.size != n * dt.itemsize:
+        with _PHIL:  # h5py < 3.15 does not lock read_direct_chunk itself; HDF5 is not thread-safe
+            mask, data = dset.id.read_direct_chunk((int(j),) + (0,) * (dset.ndim - 1), out=buf)
+    except ValueError:  # a chunk larger than the buffer (not written by this library)
+        with _PHIL:
+            mask, data = dset.id.read_direct_chunk((int(j),) + (0,) * (dset.ndim - 1))
+    raw = None
+    if mode == "plain":
+        raw = np.frombuffer(data, np.uint8)
+    elif mask == 0:
+        try:
+            raw = np.frombuffer(_inflate(data, 15, nbytes), np.uint8)
+        except _INFLATE_ERRORS:  # not a zlib stream: let h5py read it (and report the error its own way)
+            raw = None
+    if raw is None or raw.size != nbytes:
         out[...] = dset[j]
         return
+    shuffled = mode == "deflate" and dt.itemsize > 1
     rows = int(dset.shape[1]) if dset.ndim > 1 and n % max(1, int(dset.shape[1])) == 0 else 1
     if (dt == np.float16 and out.dtype == np.float32 and out.flags.c_contiguous and n >= 2 and _CV_FP16
             and max(rows, n // rows) < 2**31):
-        # OpenCV (SIMD): interleave the two byte planes, then float16 -> float32 into ``out``;
-        # ~10x numpy's astype. Bit-identical except that it quiets signalling NaNs, so any
-        # non-finite chunk is converted again by numpy.
-        halves = cv2.merge([raw[:n].reshape(rows, -1), raw[n:].reshape(rows, -1)]).view(np.int16)
+        # OpenCV (SIMD) float16 -> float32 straight into ``out``, ~10x numpy's astype (a
+        # shuffled chunk first has its two byte planes interleaved). Bit-identical except
+        # that it quiets signalling NaNs, so any non-finite chunk is converted again by numpy.
+        halves = (cv2.merge([raw[:n].reshape(rows, -1), raw[n:].reshape(rows, -1)]) if shuffled else raw).view(np.int16)
         dst = out.reshape(rows, -1)
         cv2.convertFp16(halves.reshape(rows, -1), dst)
         if np.isfinite(dst.sum(dtype=np.float32)):
             return
         np.copyto(out, halves.view(np.float16).reshape(out.shape))
         return
-    values = np.ascontiguousarray(raw.reshape(dt.itemsize, n).T).view(dt) if dt.itemsize > 1 else raw.view(dt)
+    values = np.ascontiguousarray(raw.reshape(dt.itemsize, n).T).view(dt) if shuffled else raw.view(dt)
     np.copyto(out, values.reshape(out.shape), casting="unsafe")
-
 
 
 class PositionMapDataset:
@@ -175,6 +220,8 @@ class PositionMapDataset:
     ``model`` (a MorphableModel) is only needed for ``raw`` files whose ``model_spec``
     cannot be loaded here (e.g. a BFM path from another machine).
     """
+
+    fresh_batches = True  # read_batch allocates new arrays (consumers may overwrite them)
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], model: Any = None):
         if isinstance(paths, (str, os.PathLike)):
@@ -262,13 +309,15 @@ class PositionMapDataset:
         batch = self.read_batch([int(index) % n])
         return {k: v[0] for k, v in batch.items()}
 
-    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None,
+                   meta: bool = True) -> dict[str, Any]:
         """Samples at ``indices`` (any order, repeats allowed), B = len(indices).
 
         Returns image (B, R, R, 3) uint8 crop; position_map (B, R, R, 3) float32 crop pixels;
-        transform (B, 3, 3) float64 image -> crop; kpt68 (B, 68, 3) float32 image frame;
-        pose_para (B, 7) float32; yaw (B,) float32 degrees; image_size (B, 2) int32 (h, w);
-        name list[str]. Raw store renders GT here: with ``rng`` (training files) a fresh
+        with ``meta`` (default) also transform (B, 3, 3) float64 image -> crop; kpt68
+        (B, 68, 3) float32 image frame; pose_para (B, 7) float32; yaw (B,) float32 degrees;
+        image_size (B, 2) int32 (h, w); name list[str]. ``meta=False`` (training) reads the
+        two arrays only. Raw store renders GT here: with ``rng`` (training files) a fresh
         crop perturbation, without it the stored crop transform.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -277,7 +326,26 @@ class PositionMapDataset:
         files = self._files()
         fid = np.searchsorted(self._offsets, idx, side="right") - 1
         local = idx - self._offsets[fid]
-        out: dict[str, list] = {k: [None] * idx.size for k in ("transform", "kpt68", "pose_para", "yaw", "image_size")}
+        crops_store = self.store == "crops"
+        batch: dict[str, Any] = self._read_meta(files, fid, local) if (meta or not crops_store) else {}
+        if meta or not crops_store:
+            batch["name"] = [self._names[i] for i in idx]
+        r = self._layout.resolution
+        images = np.empty((idx.size, r, r, 3), np.uint8)
+        maps = np.empty((idx.size, r, r, 3), np.float32)
+        if crops_store:
+            rows = self._row_readers(files)
+            for b, (k, j) in enumerate(zip(fid, local)):
+                rows[k](int(j), images[b], maps[b])
+        else:
+            for b, (k, j) in enumerate(zip(fid, local)):
+                images[b], maps[b], batch["transform"][b] = self._render_raw(files[k], int(j), batch, b, rng)
+        batch["image"], batch["position_map"] = images, maps
+        return batch
+
+    @staticmethod
+    def _read_meta(files: list[h5py.File], fid: np.ndarray, local: np.ndarray) -> dict[str, np.ndarray]:
+        out: dict[str, list] = {k: [None] * fid.size for k in ("transform", "kpt68", "pose_para", "yaw", "image_size")}
         for k in np.unique(fid):
             pos = np.flatnonzero(fid == k)
             uniq, inv = np.unique(local[pos], return_inverse=True)
@@ -285,35 +353,42 @@ class PositionMapDataset:
                 vals = files[k][key][uniq] if uniq.size > 1 else files[k][key][uniq[0]][None]
                 for p, j in zip(pos, inv):
                     out[key][p] = vals[j]
-        batch: dict[str, Any] = {key: np.stack(v) for key, v in out.items()}
-        batch["name"] = [self._names[i] for i in idx]
-        r = self._layout.resolution
-        images = np.empty((idx.size, r, r, 3), np.uint8)
-        maps = np.empty((idx.size, r, r, 3), np.float32)
-        crops_store = self.store == "crops"
-        if crops_store:
-            crop_dsets = [f["crop"] for f in files]
-            map_dsets = [f["position_map"] for f in files]
-            fast = self._fast_maps(map_dsets)
-        for b, (k, j) in enumerate(zip(fid, local)):
-            f = files[k]
-            if crops_store:
-                images[b] = decode_crop(crop_dsets[k][j])
-                if fast[k]:
-                    read_chunk_into(map_dsets[k], j, maps[b])
-                else:
-                    maps[b] = map_dsets[k][j]
-            else:
-                images[b], maps[b], batch["transform"][b] = self._render_raw(f, int(j), batch, b, rng)
-        batch["image"], batch["position_map"] = images, maps
-        return batch
+        return {key: np.stack(v) for key, v in out.items()}
 
-    def _fast_maps(self, map_dsets: list[h5py.Dataset]) -> list[bool]:
-        """Per file: whether position maps can take :func:`read_chunk_into` (cached per process)."""
-        key = (os.getpid(), "fast_maps")
+    def _row_readers(self, files: list[h5py.File]) -> list:
+        """Per file: ``read(j, image_out, map_out)`` for the crops store (cached per process)."""
+        key = os.getpid()
         if self._fast.get("key") != key:
-            self._fast = {"key": key, "flags": [self._fast_read and _fast_chunks(d) for d in map_dsets]}
-        return self._fast["flags"]
+            readers = [self._row_reader(f) for f in files]
+            self._fast = {"key": key, "readers": [r for r, _ in readers], "modes": [m for _, m in readers]}
+        return self._fast["readers"]
+
+    def read_modes(self) -> list[tuple[str, str]]:
+        """Per file: how (crop, position_map) rows are read in this process.
+
+        "deflate" / "plain": :func:`read_chunk_into`; "jpeg": OpenCV decode; "h5py": h5py's
+        own pipeline (other filters, or ``_fast_read`` False for tests).
+        """
+        self._row_readers(self._files())
+        return list(self._fast["modes"])
+
+    def _row_reader(self, f: h5py.File):
+        crop, pmap = f["crop"], f["position_map"]
+        jpeg = crop.ndim == 1
+        crop_mode = None if jpeg or not self._fast_read else _fast_chunks(crop)
+        map_mode = _fast_chunks(pmap) if self._fast_read else None
+
+        def read(j: int, image: np.ndarray, position_map: np.ndarray) -> None:
+            if crop_mode:
+                read_chunk_into(crop, j, image, crop_mode)
+            else:
+                image[...] = decode_crop(crop[j])
+            if map_mode:
+                read_chunk_into(pmap, j, position_map, map_mode)
+            else:
+                position_map[...] = pmap[j]
+
+        return read, ("jpeg" if jpeg else crop_mode or "h5py", map_mode or "h5py")
 
     def _render_raw(self, f: h5py.File, j: int, batch: dict, b: int, rng: np.random.Generator | None):
         from prnet_keras.data.sources import Fit, decode_image

@@ -55,8 +55,10 @@ def _encode_row(ref: SampleRef, gt: dict, settings: dict, image_bytes: bytes, fi
         row.update(image=np.frombuffer(image_bytes, np.uint8), shape_para=fit.shape_para, exp_para=fit.exp_para)
     else:
         crop = gt["crop"]
-        row["crop"] = encode_jpeg(crop, settings["jpeg_quality"]) if settings["crop_format"] == "jpeg" else encode_chunk(crop)
-        row["position_map"] = encode_chunk(gt["position_map"].astype(np.float16))
+        compression = settings["compression"]
+        row["crop"] = (encode_jpeg(crop, settings["jpeg_quality"]) if settings["crop_format"] == "jpeg"
+                       else encode_chunk(crop, compression))
+        row["position_map"] = encode_chunk(gt["position_map"].astype(np.float16), compression)
     return row
 
 

@@ -16,7 +16,7 @@ import cv2
 import h5py
 import numpy as np
 
-from prnet_keras.data.hdf5 import _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema
+from prnet_keras.data.hdf5 import _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema, check_compression
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 
@@ -29,13 +29,16 @@ except ImportError:  # pragma: no cover - isal is in requirements.txt
     _deflate, COMPRESSOR, _LEVEL = zlib, f"zlib-{GZIP_LEVEL}", GZIP_LEVEL
 
 
-def encode_chunk(array: np.ndarray) -> bytes:
-    """One HDF5 chunk through the shuffle + deflate filters (readable by any HDF5 / h5py).
+def encode_chunk(array: np.ndarray, compression: str = "gzip") -> bytes:
+    """One HDF5 chunk as stored: through the shuffle + deflate filters ("gzip"), or the
+    raw little-endian bytes ("none"); readable by any HDF5 / h5py either way.
 
-    The stream is standard zlib format; with ISA-L the bytes differ from libz's, the
-    decoded data do not (``COMPRESSOR`` is recorded in the file attributes).
+    The deflate stream is standard zlib format; with ISA-L the bytes differ from libz's,
+    the decoded data do not (``COMPRESSOR`` is recorded in the file attributes).
     """
     a = np.ascontiguousarray(array)
+    if compression == "none":
+        return a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
     shuffled = a.view(np.uint8).reshape(-1, a.itemsize).T.tobytes() if a.itemsize > 1 else a.tobytes()
     return _deflate.compress(shuffled, _LEVEL)
 
@@ -47,18 +50,24 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int) -> np.ndarray:
     return buf.reshape(-1)
 
 
+def per_sample_chunks(d: h5py.Dataset) -> bool:
+    """Whether ``d`` is an image-sized field stored one sample per chunk (direct chunk I/O)."""
+    return d.ndim > 1 and d.chunks == (1,) + d.shape[1:]
+
+
 def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout, layout_bytes: bytes | None = None) -> h5py.File:
-    """A new, empty file of the schema given by ``attrs`` (store, crop_format, n_shape, n_exp).
+    """A new, empty file of the schema given by ``attrs`` (store, crop_format, compression, n_shape, n_exp).
 
     ``layout_bytes`` (= layout.to_bytes()) saves re-serialising the layout for every part file.
     """
     f = h5py.File(path, "w", libver=("v110", "latest"))
     schema = _schema(attrs["store"], attrs.get("crop_format", "jpeg"), layout.resolution,
                      int(attrs.get("n_shape", 0)), int(attrs.get("n_exp", 0)))
+    gzip = check_compression(attrs.get("compression") or "gzip") == "gzip"
     for key, (shape, dtype, chunked) in schema.items():
         if chunked:
-            f.create_dataset(key, (0,) + shape, dtype=dtype, maxshape=(None,) + shape, chunks=(1,) + shape,
-                             shuffle=True, compression="gzip", compression_opts=GZIP_LEVEL)
+            filters = {"shuffle": True, "compression": "gzip", "compression_opts": GZIP_LEVEL} if gzip else {}
+            f.create_dataset(key, (0,) + shape, dtype=dtype, maxshape=(None,) + shape, chunks=(1,) + shape, **filters)
         else:
             chunk_rows = max(1, min(1024, 65536 // max(1, int(np.prod(shape, dtype=np.int64)) * 8)))
             f.create_dataset(key, (0,) + shape, dtype=dtype, maxshape=(None,) + shape, chunks=(chunk_rows,) + shape)
@@ -85,7 +94,7 @@ def append_rows(f: h5py.File, rows: Sequence[dict[str, Any]], skipped: Sequence[
         d.resize(n0 + n, axis=0)
         if not n:
             continue
-        if d.chunks == (1,) + d.shape[1:] and d.compression:
+        if per_sample_chunks(d):
             for i, row in enumerate(rows):
                 d.id.write_direct_chunk((n0 + i,) + (0,) * (d.ndim - 1), row[key], 0)
         elif h5py.check_string_dtype(d.dtype) is not None:
@@ -118,7 +127,10 @@ def concat_files(inputs: Iterable[str | os.PathLike], out: h5py.File) -> None:
                     raise InputError(f"{path}: missing dataset {key!r} (different store mode?)")
                 s, d = src[key], out[key]
                 d.resize(n0 + n, axis=0)
-                if d.chunks == (1,) + d.shape[1:] and d.compression:
+                if per_sample_chunks(d):
+                    if per_sample_chunks(s) and s.compression != d.compression:
+                        raise InputError(f"{path}: {key!r} compression {s.compression or 'none'} differs from the "
+                                         f"other inputs ({d.compression or 'none'})")
                     zeros = (0,) * (d.ndim - 1)
                     for i in range(n):
                         mask, chunk = s.id.read_direct_chunk((i,) + zeros)

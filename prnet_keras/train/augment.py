@@ -216,15 +216,16 @@ def _scale_colors_kernel(images, colors, out):
 
 
 def warp_position_maps(position_maps: np.ndarray, matrices: np.ndarray, scales: np.ndarray,
-                       factor: float = 1.0) -> np.ndarray:
+                       factor: float = 1.0, inplace: bool = False) -> np.ndarray:
     """Map the values of (B, R, R, 3) position maps (crop px) through (B, 2, 3) affines.
 
     x, y -> M·[x, y, 1]; z -> s·z; everything then × ``factor`` (1 / LABEL_SCALE gives the
     network's label). The UV grid is untouched and uncovered pixels (all channels 0) stay
-    0. Returns a new float32 array.
+    0. Returns a new float32 array, or with ``inplace`` writes into ``position_maps`` when
+    it is C-contiguous float32 (saves a batch-sized allocation per batch).
     """
     pm = np.ascontiguousarray(position_maps, dtype=np.float32)
-    out = np.empty_like(pm)
+    out = pm if inplace and pm is position_maps else np.empty_like(pm)
     _warp_labels_kernel(pm, np.ascontiguousarray(matrices, np.float64), np.asarray(scales, np.float64),
                         np.float64(factor), out)
     return out
@@ -256,19 +257,21 @@ def occlude(images: np.ndarray, params: AugmentParams, rng: np.random.Generator)
 
 
 def apply_params(images: np.ndarray, position_maps: np.ndarray, params: AugmentParams,
-                 rng: np.random.Generator | None = None, label_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator | None = None, label_factor: float = 1.0,
+                 overwrite_maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Augment one batch with given parameters.
 
     images (B, R, R, 3) uint8 RGB crops; position_maps (B, R, R, 3) float32 crop px.
     Returns images float32 in [0, 1] and position maps float32 in crop px × ``label_factor``
     (pass 1 / LABEL_SCALE for network labels). ``rng`` draws the occluders' noise textures.
+    ``overwrite_maps`` lets the labels reuse ``position_maps``' memory (the caller owns it).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise InputError(f"augmentation: images must be uint8 crops, got {images.dtype}")
     if not np.allclose(params.matrices, AugmentParams.identity(len(images)).matrices):
         images = warp_images(images, params.matrices)
-    position_maps = warp_position_maps(position_maps, params.matrices, params.scales, label_factor)
+    position_maps = warp_position_maps(position_maps, params.matrices, params.scales, label_factor, overwrite_maps)
     out = scale_colors(images, params.colors)  # factors > 1 saturate: clipped to 1
     if params.occluders.any():
         occlude(out, params, rng if rng is not None else np.random.default_rng(0))
@@ -276,7 +279,8 @@ def apply_params(images: np.ndarray, position_maps: np.ndarray, params: AugmentP
 
 
 def augment_batch(images: np.ndarray, position_maps: np.ndarray, cfg: AugmentConfig,
-                  rng: np.random.Generator, label_factor: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                  rng: np.random.Generator, label_factor: float = 1.0,
+                  overwrite_maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sample parameters from ``rng`` and apply them (see :func:`apply_params`)."""
     params = sample_params(cfg, len(images), rng, images.shape[1])
-    return apply_params(images, position_maps, params, rng, label_factor)
+    return apply_params(images, position_maps, params, rng, label_factor, overwrite_maps)

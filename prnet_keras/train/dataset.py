@@ -34,6 +34,7 @@ class ArraySource:
     """
 
     store = "crops"
+    fresh_batches = True  # read_batch returns copies (fancy indexing)
 
     def __init__(self, images: np.ndarray, position_maps: np.ndarray, layout: UVLayout | None = None) -> None:
         images, position_maps = np.asarray(images), np.asarray(position_maps, np.float32)
@@ -46,7 +47,8 @@ class ArraySource:
     def __len__(self) -> int:
         return len(self.images)
 
-    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> dict[str, Any]:
+    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None,
+                   meta: bool = True) -> dict[str, Any]:
         idx = np.asarray(indices, np.int64)
         return {"image": self.images[idx], "position_map": self.position_maps[idx]}
 
@@ -68,8 +70,10 @@ class AugmentedDataset(keras.utils.PyDataset):
 
     Args:
         source: HDF5 path(s) (opened lazily, once per process, so forked workers never
-            share an h5py handle) or an object with ``__len__``, ``read_batch`` and
-            ``store`` (e.g. :class:`ArraySource` or an open ``PositionMapDataset``).
+            share an h5py handle) or an object with ``__len__``, ``read_batch(indices,
+            rng=None, meta=True)`` and ``store`` (e.g. :class:`ArraySource` or an open
+            ``PositionMapDataset``); ``fresh_batches = True`` on it says read_batch
+            returns new arrays, which the labels may then overwrite.
         batch_size: samples per batch.
         mode: "train" (shuffled each epoch, augmented, last partial batch dropped so
             shapes stay static) or "val" (file order, no augmentation, all samples).
@@ -175,13 +179,17 @@ class AugmentedDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         raw = getattr(self.source, "store", "crops") == "raw"
         crop_rng = rng if (raw and self.mode == "train" and self.augment.crop_perturbation) else None
-        data = self.source.read_batch(idx, rng=crop_rng)
+        data = self.source.read_batch(idx, rng=crop_rng, meta=False)
         images, maps = data["image"], data["position_map"]
+        # Sources that return new arrays per call let the labels reuse the map memory.
+        fresh = bool(getattr(self.source, "fresh_batches", False))
         if self.mode == "train":
-            x, y = augment_batch(images, maps, self.augment, rng, label_factor=1.0 / LABEL_SCALE)
+            x, y = augment_batch(images, maps, self.augment, rng, label_factor=1.0 / LABEL_SCALE,
+                                 overwrite_maps=fresh)
         else:
             x = np.asarray(images, np.float32) * np.float32(1.0 / 255.0)
-            y = np.asarray(maps, np.float32) * np.float32(1.0 / LABEL_SCALE)
+            y = np.asarray(maps, np.float32)
+            y = np.multiply(y, np.float32(1.0 / LABEL_SCALE), out=y if fresh and y is maps else None)
         if self.sample_weight is not None:
             return x, y, self.sample_weight[idx]
         return x, y

@@ -86,6 +86,13 @@ def test_shards_merged_equal_single_build(tiny_300wlp, tiny_bfm_file, reference_
     datagen.assert_same_hdf5(merged, reference_build)
     with pytest.raises(InputError, match="shards 0..2"):
         merge_hdf5(shards[:2], tmp_path / "incomplete.hdf5")
+    # A shard stored without compression cannot be spliced into gzip ones (chunks are copied as bytes).
+    plain = tmp_path / "plain1.hdf5"
+    assert main(["--source", str(tiny_300wlp), "--out", str(plain), "--bfm", str(tiny_bfm_file), "--shard", "1/3",
+                 "--commit-every", "3", "--seed", "3", "--workers", "1", "--no-progress", "--compression", "none"]) == 0
+    with pytest.raises(InputError, match="compression 'none' differs"):
+        merge_hdf5([shards[1], plain, shards[0]], tmp_path / "mixed.hdf5")
+    assert not (tmp_path / "mixed.hdf5").exists()
 
 
 def test_shard_slices_partition_in_order():
