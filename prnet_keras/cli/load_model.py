@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face detector; 'none' uses the whole image (or --bbox) as the face box")
     p.add_argument("--bbox", default=None, help="face box 'left,top,right,bottom' in pixels (skips detection)")
     p.add_argument("--min-confidence", type=float, default=cfg["min_confidence"], help="MTCNN score threshold")
+    p.add_argument("--min-face-size", type=int, default=cfg.get("min_face_size", 40),
+                   help="MTCNN: smallest face searched, in pixels (default 40; 20 finds smaller faces, ~1.5x slower)")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
     p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
@@ -170,13 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if detector != "none" and bbox is None:
             from prnet_keras.inference.detect import get_detector
 
-            get_detector(detector, args.min_confidence)  # unavailable detector: one clear line, before the model
+            # an unavailable detector: one clear line, before the model loads
+            get_detector(detector, args.min_confidence, args.min_face_size)
         if args.cpu:
             os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         from prnet_keras.inference.predictor import Predictor
 
         try:
-            predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence)
+            predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
+                                              min_face_size=args.min_face_size)
         except ImportError as exc:
             raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
         except PRNetError:

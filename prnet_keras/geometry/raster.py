@@ -365,23 +365,32 @@ def _visibility_kernel(vertices, depth, covered, tolerance, out):
 
 
 def vertex_visibility(
-    vertices: np.ndarray, triangles: np.ndarray, height: int, width: int, tolerance: float | None = None
+    vertices: np.ndarray, triangles: np.ndarray, height: int, width: int, tolerance: float | None = None,
+    zbuffer: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """(n,) bool: vertex inside the image and not behind the rendered surface.
 
     vertices (n, 3) image frame. A vertex is visible when its z is at least the smallest
     z-buffer value over the pixel centres around it minus ``tolerance`` (default: 1 % of
-    the mesh's z range, at least 0.5 px).
+    the mesh's z range, at least 0.5 px). ``zbuffer`` = (depth (H, W) float32, covered
+    (H, W) bool) of this mesh from :func:`rasterize` saves rendering it again.
     """
     v = _as_vertices(vertices)
     if v.shape[1] != 3:
         raise InputError(f"vertices: visibility needs (n, 3) with depth, got shape {v.shape}")
-    _, zbuf, tri_index = rasterize(v, triangles, np.zeros((v.shape[0], 0), np.float32), height, width)
+    if zbuffer is None:
+        _, zbuf, tri_index = rasterize(v, triangles, np.zeros((v.shape[0], 0), np.float32), height, width)
+        covered = tri_index >= 0
+    else:
+        zbuf, covered = zbuffer
+        if zbuf.shape != (height, width) or covered.shape != (height, width):
+            raise InputError(f"zbuffer: expected ({height}, {width}) arrays, got {zbuf.shape} and {covered.shape}")
     if tolerance is None:
         zr = float(np.ptp(v[:, 2])) if v.shape[0] else 0.0
         tolerance = max(0.5, 0.01 * zr) if np.isfinite(zr) else 0.5
     out = np.zeros(v.shape[0], np.bool_)
-    _visibility_kernel(v, zbuf, tri_index >= 0, float(tolerance), out)
+    _visibility_kernel(v, np.ascontiguousarray(zbuf, np.float32), np.ascontiguousarray(covered, np.bool_),
+                       float(tolerance), out)
     return out
 
 

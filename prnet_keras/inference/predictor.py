@@ -40,6 +40,12 @@ class Predictor:
     layout: the UV layout; taken from ``network.layout`` when omitted.
     batch_size: crops per network call (all faces of all images are batched, then chunked).
     detector: default detector name ("mtcnn" | "opencv" | "dlib") or a callable image -> detections.
+    min_confidence, min_face_size: MTCNN score threshold and smallest face in pixels
+        (None: the ``inference`` config section, 0.9 and 40).
+    fold_bn: a bare keras.Model predicts through a copy with batch norm folded into its
+        convolutions, made here (``model.fold``; faster, same outputs within float32
+        rounding). The copy does not follow later training of the model: pass False, or
+        make a new Predictor, to predict with a model that is still changing.
     """
 
     def __init__(
@@ -49,7 +55,9 @@ class Predictor:
         batch_size: int = 16,
         detector: str | Callable = "mtcnn",
         min_confidence: float | None = None,
+        min_face_size: int | None = None,
         crop_cfg: dict | None = None,
+        fold_bn: bool = True,
     ) -> None:
         layout = layout if layout is not None else getattr(network, "layout", None)
         if not isinstance(layout, UVLayout):
@@ -61,13 +69,17 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.detector = detector
         self.min_confidence = min_confidence
+        self.min_face_size = min_face_size
         self.crop_cfg = crop_cfg or section("crop")
         if hasattr(network, "predict") and hasattr(network, "layout"):
             self._forward = network.predict  # model.io.Network: already crop pixels
         elif _is_keras_model(network):
             # predict_on_batch: the compiled predict step without predict()'s per-call data
             # pipeline; eager __call__ is 3-5x slower at batch 1 on CPU.
-            self._forward = lambda x: np.asarray(network.predict_on_batch(x)) * LABEL_SCALE
+            from prnet_keras.model.fold import fold_batch_norm  # keras is loaded: a keras.Model was given
+
+            net = fold_batch_norm(network) if fold_bn else network
+            self._forward = lambda x: np.asarray(net.predict_on_batch(x)) * LABEL_SCALE
         elif callable(network):
             self._forward = network
         else:
@@ -85,7 +97,7 @@ class Predictor:
     # ---- pieces -----------------------------------------------------------------------------
     def detect(self, image_rgb: np.ndarray, detector: str | Callable | None = None) -> list[Detection]:
         """Run a detector on an RGB uint8 image."""
-        det = get_detector(detector or self.detector, self.min_confidence)
+        det = get_detector(detector or self.detector, self.min_confidence, self.min_face_size)
         return list(det(image_rgb))
 
     def crop(self, image_rgb: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ import scipy.io
 from prnet_keras import LABEL_SCALE
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import vertex_normals
-from prnet_keras.inference.postprocess import Face
+from prnet_keras.inference.postprocess import Face, helper_pool, in_helper_thread
 from prnet_keras.inference.textfmt import format_rows
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, to_jsonable
 
@@ -210,11 +210,12 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     a = np.asarray(image)
     if a.ndim == 3:
         a = a[..., ::-1]  # OpenCV writes BGR
-    # Level 1: ~3x faster than the default 3 for a few % larger files; for 16-bit maps the
-    # RLE strategy is faster still and no larger (smooth high bytes).
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    if a.dtype == np.uint16:
-        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    # zlib level 1 with the RLE strategy and the fixed "sub" row filter: 2-4x faster than
+    # OpenCV's default (adaptive filters per row), files within ~5 % (texture 256²: 1.9 ms
+    # 69 kB vs 4.9 ms 67 kB; 16-bit UV map: 6.4 ms vs 11.8 ms).
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.10
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(a), params)
     if not ok:  # pragma: no cover - cv2 refuses only unsupported dtypes
         raise InputError(f"{path}: cannot encode {a.dtype} {a.shape} as PNG")
@@ -268,34 +269,58 @@ def write_uv_map(face: Face, stem: str | os.PathLike) -> list[Path]:
             write_npy(stem.with_name(stem.name + "_uv.npy"), face.position_map)]
 
 
+def _write_one(face: Face, base: Path, stem: str, output: str, texture_size: int | None, visibility_mask: bool,
+               mat_type: str) -> list[Path]:
+    if output == "obj":
+        return [write_obj(face, base.with_suffix(".obj"))]
+    if output == "ply":
+        return [write_ply(face, base.with_suffix(".ply"))]
+    if output == "mat":
+        return [write_mat(face, base.with_suffix(".mat"), mat_type)]
+    if output == "kpt":
+        return write_keypoints(face, base)
+    if output == "pose":
+        return [write_pose(face, base.with_name(stem + "_pose.json"))]
+    if output == "depth":
+        return write_depth(face, base)
+    if output == "texture":
+        return write_obj_textured(face, base.with_name(stem + "_textured.obj"), texture_size, visibility_mask)
+    if output == "uv":
+        return write_uv_map(face, base)
+    from prnet_keras.viz.figure import save_face_figure
+
+    return [save_face_figure(base.with_name(stem + "_figure.png"), face.image, face.crop_map, face.vertices,
+                             face.triangles, face.keypoints, face.crop_box, face.colors)]
+
+
+def _schedule(outputs: list[str] | tuple[str, ...], visibility_mask: bool) -> list[str]:
+    """Order of the write jobs on two threads: the one that renders the z-buffer first
+    (masked texture, else depth), the z-buffer-free ones next, depth last (by then the
+    z-buffer is there)."""
+    first = [o for o in outputs if o == "texture" and visibility_mask][:1] or [o for o in outputs if o == "depth"][:1]
+    return first + [o for o in outputs if o not in first and o != "depth"] + [o for o in outputs if o == "depth" and o not in first]
+
+
 def write_face_outputs(face: Face, out_dir: str | os.PathLike, stem: str, outputs: list[str] | tuple[str, ...],
                        texture_size: int | None = None, visibility_mask: bool = False, mat_type: str = "normal") -> list[Path]:
-    """Write the requested ``outputs`` (names from OUTPUTS) of one face as ``out_dir/stem*``."""
+    """Write the requested ``outputs`` (names from OUTPUTS) of one face as ``out_dir/stem*``.
+
+    The writers run two at a time on the helper pool and compute what they need on the
+    way (visibility, depth, texture, pose, colours: cached on the face, so each is
+    computed once); text formatting, rasterisation, PNG encoding and file writes release
+    the GIL. The matplotlib figure is drawn in the calling thread. Returns the written
+    paths in the order of ``outputs``.
+    """
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad:
         raise InputError(f"outputs: unknown {', '.join(bad)} (expected some of {', '.join(OUTPUTS)})")
     base = Path(out_dir) / stem
-    written: list[Path] = []
-    for o in outputs:
-        if o == "obj":
-            written.append(write_obj(face, base.with_suffix(".obj")))
-        elif o == "ply":
-            written.append(write_ply(face, base.with_suffix(".ply")))
-        elif o == "mat":
-            written.append(write_mat(face, base.with_suffix(".mat"), mat_type))
-        elif o == "kpt":
-            written += write_keypoints(face, base)
-        elif o == "pose":
-            written.append(write_pose(face, base.with_name(stem + "_pose.json")))
-        elif o == "depth":
-            written += write_depth(face, base)
-        elif o == "texture":
-            written += write_obj_textured(face, base.with_name(stem + "_textured.obj"), texture_size, visibility_mask)
-        elif o == "uv":
-            written += write_uv_map(face, base)
-        elif o == "figure":
-            from prnet_keras.viz.figure import save_face_figure
-
-            written.append(save_face_figure(base.with_name(stem + "_figure.png"), face.image, face.crop_map,
-                                            face.vertices, face.triangles, face.keypoints, face.crop_box, face.colors))
-    return written
+    args = (texture_size, visibility_mask, mat_type)
+    face.vertices  # every writer derives from it
+    if len(outputs) < 2 or in_helper_thread():
+        return [p for o in outputs for p in _write_one(face, base, stem, o, *args)]
+    pool = helper_pool()
+    futures = {o: pool.submit(_write_one, face, base, stem, o, *args)
+               for o in _schedule(outputs, visibility_mask) if o != "figure"}
+    figure = _write_one(face, base, stem, "figure", *args) if "figure" in outputs else []
+    return [p for o in outputs for p in (figure if o == "figure" else futures[o].result())]

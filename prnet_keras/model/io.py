@@ -27,6 +27,7 @@ from prnet_keras.errors import InputError, ModelFileError
 from prnet_keras.geometry.uv import UVLayout, load_uv_layout
 from prnet_keras.model.checkpoint import checkpoint_prefix, is_tf1_checkpoint
 from prnet_keras.model.export import layout_sidecar
+from prnet_keras.model.fold import fold_batch_norm
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]
 
@@ -185,8 +186,13 @@ def load_keras_model(path: str | Path) -> Any:
     raise ModelFileError(f"{p}: expected a .keras file or an official checkpoint prefix ({p.name}.index beside it)")
 
 
-def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32) -> Network:
+def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fold_bn: bool = True) -> Network:
     """Load a network (format from the path, see module doc) and its UV layout.
+
+    Keras models (``.keras``, checkpoints) predict through a copy with batch normalisation
+    folded into the convolutions (``model.fold``: same outputs within float32 rounding,
+    ~10-45 % faster on CPU); ``fold_bn=False`` predicts with the model as loaded.
+    ``Network.model`` is always the model as loaded.
 
     Raises ModelFileError for a missing file or one of the wrong kind, InputError when no
     UV layout can be found (pass ``uv_data``) or it does not fit the model's resolution.
@@ -202,7 +208,7 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32) ->
         kind = "keras" if p.suffix == ".keras" else "checkpoint"
         p = p if kind == "keras" else checkpoint_prefix(p)
         model = load_keras_model(p)
-        forward, resolution = _keras_forward(model), int(model.input_shape[1])
+        forward, resolution = _keras_forward(fold_batch_norm(model) if fold_bn else model), int(model.input_shape[1])
     elif p.suffix in (".tflite", ".onnx"):
         if not p.is_file():
             raise ModelFileError(f"{p}: model file not found")

@@ -102,4 +102,5 @@ def batched_predictor(predictor: Any, window_ms: float, max_batch: int = 16) -> 
                               window_s=window_ms / 1000.0, name=getattr(predictor.network, "name", None),
                               layout=None)
     return Predictor(batcher, predictor.layout, batch_size=max(predictor.batch_size, max_batch),
-                     detector=predictor.detector, min_confidence=predictor.min_confidence, crop_cfg=predictor.crop_cfg)
+                     detector=predictor.detector, min_confidence=predictor.min_confidence,
+                     min_face_size=predictor.min_face_size, crop_cfg=predictor.crop_cfg)

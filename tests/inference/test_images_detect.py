@@ -133,3 +133,38 @@ def test_mtcnn_large_image_is_searched_downscaled(reference_data):
     side = small.box[2] - small.box[0]
     np.testing.assert_allclose(found.box / 6, small.box, atol=0.1 * side)  # back in full-image pixels
     np.testing.assert_allclose(found.landmarks5 / 6, small.landmarks5, atol=0.1 * side)
+
+
+def test_compiled_mtcnn_equals_the_eager_package(reference_data):
+    from mtcnn import MTCNN
+
+    det = get_detector("mtcnn", 0.9, min_face_size=20)  # the package's own default
+    assert det.compiled  # the stage networks run as tf.function graphs
+    eager = MTCNN()
+    for name in PHOTO_FACES:
+        img = load_image(reference_data / "photos" / name)
+        ref = [f for f in eager.detect_faces(img, box_format="xyxy") if f["confidence"] >= 0.9]
+        got = det(img)
+        assert len(got) == len(ref), name
+        ref_boxes = sorted((np.array(f["box"], float) for f in ref), key=lambda b: b[0])
+        for a, b in zip(sorted((d.box for d in got), key=lambda b: b[0]), ref_boxes):
+            np.testing.assert_allclose(a, b, atol=1.0)
+
+
+def test_mtcnn_min_face_size_is_honoured(reference_data):
+    from prnet_keras.inference.detect import MTCNNDetector
+
+    from prnet_keras.inference.detect import _scale_pyramid
+
+    img = load_image(reference_data / "aflw2000-3d" / "image00050.jpg")  # one ~200 px face
+    (ref,) = MTCNNDetector(0.9, min_face_size=20)(img)
+    # mtcnn 1.0 itself returns no face for min_face_size=40 (its pyramid assumes 20)
+    for size in (30, 40, 60, 100):
+        (found,) = MTCNNDetector(0.9, min_face_size=size)(img)
+        np.testing.assert_allclose(found.box, ref.box, atol=0.1 * (ref.box[2] - ref.box[0]))
+        scales = _scale_pyramid(450, 450, size, 0.709)
+        assert scales[0] == pytest.approx(12 / size) and 450 * scales[-1] >= 12 > 450 * scales[-1] * 0.709
+    assert get_detector("mtcnn").min_face_size == 40  # configure/defaults.json inference.min_face_size
+    assert MTCNNDetector(0.9, min_face_size=500)(img) == []  # no 500 px face fits a 450 px image
+    with pytest.raises(InputError, match="min_face_size"):
+        MTCNNDetector(0.9, min_face_size=8)

@@ -60,3 +60,6 @@ def test_models_train_on_backend(backend, tf_results, tmp_path):
         np.testing.assert_allclose(res[f"{name}_forward"], tf_results[f"{name}_forward"], atol=2e-4,
                                    err_msg=f"{name} on {backend}")
         np.testing.assert_allclose(res[f"{name}_loss"], tf_results[f"{name}_loss"], rtol=1e-3)
+        # batch norm folded into the convolutions (inference graph) predicts the same
+        np.testing.assert_allclose(res[f"{name}_folded"], res[f"{name}_forward"], atol=2e-5,
+                                   err_msg=f"{name} folded on {backend}")
