@@ -21,6 +21,12 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file: mkstemp's 0600 is changed to this
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -35,7 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes 0600 files; give the result the usual permissions (0666 minus umask).
-    os.chmod(tmp_path, 0o666 & ~_UMASK)
+    os.chmod(tmp_path, FILE_MODE)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -145,14 +145,6 @@ def _prepare_partial(partial: Path, settings: dict, resume: bool, overwrite: boo
     atomic_write_text(partial / SETTINGS_FILE, json.dumps(settings, indent=2))
 
 
-def _publish_mode(*paths: Path) -> None:
-    """Give finished outputs the usual umask permissions (atomic temp files are created 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    for p in paths:
-        os.chmod(p, 0o666 & ~mask)
-
-
 def skipped_csv_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(out.stem + ".skipped.csv")
@@ -249,7 +241,6 @@ def build_hdf5(
     stage["write"] += time.thread_time() - t_assemble
     csv_path = skipped_csv_path(out)
     write_skipped_csv(csv_path, skipped)
-    _publish_mode(out, csv_path)
     shutil.rmtree(partial, ignore_errors=True)
     return BuildSummary(out, written, len(skipped), time.perf_counter() - t_start, csv_path, stage,
                         resumed_chunks=len(chunks) - len(todo))
@@ -319,6 +310,5 @@ def merge_hdf5(inputs: list[str | os.PathLike], out: str | os.PathLike, overwrit
             f.attrs["n_samples"] = written
     csv_path = skipped_csv_path(out)
     write_skipped_csv(csv_path, skipped)
-    _publish_mode(out, csv_path)
     return BuildSummary(out, written, len(skipped), time.perf_counter() - t0, csv_path)
 

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 
 from prnet_keras.errors import InputError, PRNetError
+from prnet_keras.utils import FILE_MODE, atomic_write_bytes
 
 FORMATS = ("keras", "saved_model", "tflite_float16", "tflite_int8", "onnx")
 _SUFFIX = {"keras": ".keras", "tflite_float16": ".tflite", "tflite_int8": ".tflite", "onnx": ".onnx"}
@@ -67,7 +68,6 @@ def _export_saved_model(model: keras.Model, target: Path) -> None:
 
 def _export_tflite(model: keras.Model, target: Path, quantization: str) -> None:
     tf = _require_tensorflow(f"tflite_{quantization}")
-    from prnet_keras.utils import atomic_write_bytes
 
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
         sm = Path(tmp) / "sm"
@@ -100,15 +100,21 @@ def _export_onnx(model: keras.Model, target: Path) -> None:
             tmp.unlink()
 
 
-def _save_keras(model: keras.Model, target: Path) -> None:
-    # Keras insists on the .keras suffix, so the temporary file keeps it.
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.keras")
+def save_keras_atomic(model: keras.Model, target: Path) -> None:
+    """``model.save`` to a temporary ``.tmp-*.keras`` beside ``target``, then rename onto it.
+
+    Keras insists on the ``.keras`` suffix, so the temporary keeps it (``utils.atomic_path``
+    cannot be used); readers never see a half-written model.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=target.parent)
+    os.close(fd)
     try:
-        model.save(str(tmp))
+        model.save(tmp)
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; models are ordinary files
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def export_model(model: keras.Model, path: str | Path, format: str = "keras", layout: Any = None) -> Path:
@@ -132,7 +138,7 @@ def export_model(model: keras.Model, path: str | Path, format: str = "keras", la
         target = target.with_name(target.name + suffix)
     target.parent.mkdir(parents=True, exist_ok=True)
     if format == "keras":
-        _save_keras(model, target)
+        save_keras_atomic(model, target)
     elif format == "saved_model":
         _export_saved_model(model, target)
     elif format.startswith("tflite_"):

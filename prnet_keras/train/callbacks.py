@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import keras
 
 from prnet_keras.errors import InputError
+from prnet_keras.model.export import save_keras_atomic
 from prnet_keras.utils import atomic_path, atomic_write_text, write_json
 
 STATE_FILE = "run_state.json"
@@ -36,29 +35,9 @@ def checkpoint_name(epoch: int) -> str:
     return f"epoch_{epoch:04d}.keras"
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    """``model.save`` to a temporary ``.keras`` beside ``path``, then rename (Keras wants the suffix)."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600; checkpoints are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def copy_atomic(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, _umask_mode())
+        shutil.copyfile(src, tmp)  # copies contents only: tmp keeps atomic_path's file mode
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -153,7 +132,7 @@ class RunRecorder(keras.callbacks.Callback):
         done = epoch + 1
         logs = {k: float(v) for k, v in (logs or {}).items()}
         ckpt = self.run_dir / checkpoint_name(done)
-        save_model_atomic(self.model, ckpt)
+        save_keras_atomic(self.model, ckpt)
         for key, target in ((self.monitor_loss, "best_eval_loss.keras"), (self.monitor_nme, "best_nme.keras")):
             if self._improved(key, logs.get(key)):
                 copy_atomic(ckpt, self.run_dir / target)
