@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import benchenv  # noqa: E402
 
-from prnet_keras.utils import reference_data_dir, write_json  # noqa: E402
+from prnet_keras.utils import reference_data_dir, usable_cores, write_json  # noqa: E402
 
 
 def environment() -> dict:
@@ -39,8 +39,7 @@ def environment() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1000, help="300W-LP images to build (even, >= 1000 for the report)")
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else os.cpu_count())
+    ap.add_argument("--workers", type=int, default=usable_cores())
     ap.add_argument("--bfm", default=None, help="model spec (default: mean-only BFM if present, else synthetic:bfm)")
     ap.add_argument("--store", default="crops", choices=["crops", "raw"])
     ap.add_argument("--keep", default=None, help="keep the generated input in this folder (reused when present)")

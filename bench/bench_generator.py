@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 import benchenv  # noqa: E402
 
-from prnet_keras.utils import write_json  # noqa: E402
+from prnet_keras.utils import usable_cores, write_json  # noqa: E402
 
 # (label, crop_format, compression), in the order measured
 FORMATS = [("jpeg+gzip (default)", "jpeg", "gzip"), ("jpeg+none", "jpeg", "none"), ("raw+none", "raw", "none")]
@@ -47,21 +47,17 @@ def environment() -> dict:
     return benchenv.environment("cv2", "h5py", "keras", "numba")
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def make_inputs(tmp: Path, count: int) -> dict[str, Path]:
     """One synthetic 300W-LP folder built into every measured format."""
     from prnet_keras.data.build import build_hdf5
     from prnet_keras.data.synth import generate_dataset
 
-    generate_dataset(tmp / "src", layout="300wlp", count=count, seed=0, bfm="synthetic", workers=_cores())
+    generate_dataset(tmp / "src", layout="300wlp", count=count, seed=0, bfm="synthetic", workers=usable_cores())
     files = {}
     for label, crop_format, compression in FORMATS:
         out = tmp / f"train-{crop_format}-{compression}.hdf5"
         build_hdf5(source=tmp / "src", out=out, layout="300wlp", bfm="synthetic", buildmode="train",
-                   workers=_cores(), crop_format=crop_format, compression=compression)
+                   workers=usable_cores(), crop_format=crop_format, compression=compression)
         files[label] = out
     return files
 
@@ -121,7 +117,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=8, help="list the file this many times (longer epochs)")
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=_cores())
+    ap.add_argument("--workers", type=int, default=usable_cores())
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
     ap.add_argument("--no-processes", action="store_true", help="skip the (slow) worker-process runs")
     args = ap.parse_args()

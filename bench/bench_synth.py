@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import benchenv  # noqa: E402
 
-from prnet_keras.utils import write_json  # noqa: E402
+from prnet_keras.utils import usable_cores, write_json  # noqa: E402
 
 
 def environment() -> dict:
@@ -71,8 +71,7 @@ def mtcnn_rate(paths: list[Path], max_yaw: float = 30.0) -> tuple[float, int, fl
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1000, help="images to generate and time (>= 1000 for the report)")
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else os.cpu_count())
+    ap.add_argument("--workers", type=int, default=usable_cores())
     ap.add_argument("--mtcnn-count", type=int, default=100, help="near-frontal renders checked with MTCNN")
     ap.add_argument("--bfm", default="synthetic")
     ap.add_argument("--seed", type=int, default=0)

@@ -12,15 +12,11 @@ usage or input error, 130 when interrupted (rerun with --resume to continue).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from prnet_keras.cli import run_cli
 from prnet_keras.errors import PRNetError
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from prnet_keras.utils import usable_cores
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -42,7 +38,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression", default="gzip", choices=["gzip", "none"],
                    help="image-sized chunks (maps, raw crops): gzip (compact, default) or none "
                    "(~2x the bytes; training reads skip the inflation, ~2x faster generator)")
-    p.add_argument("--workers", type=int, default=_cores(), help="worker processes (default: usable cores)")
+    p.add_argument("--workers", type=int, default=usable_cores(), help="worker processes (default: usable cores)")
     p.add_argument("--shard", default=None, help="I/N: build shard I of N (join them with `merge`)")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
     p.add_argument("--seed", type=int, default=0)

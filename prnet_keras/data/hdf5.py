@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - private name; a local lock still seria
 
 FORMAT = "prnet-keras/position-maps"
 FORMAT_VERSION = 1
-_FAST_READ = True  # read shuffle+deflate position-map chunks without h5py's filters
+_FAST_READ = True  # read image-sized chunks (deflate or plain) without h5py's filter pipeline
 GZIP_LEVEL = 1  # level 1 is ~25 % faster than 4 for < 1 % larger files on position maps
 _STR = h5py.string_dtype("utf-8")
 _BYTES = h5py.vlen_dtype(np.uint8)
@@ -150,13 +150,18 @@ def _chunk_buffer(nbytes: int) -> np.ndarray:
     return buf
 
 
+def per_sample_chunks(d: h5py.Dataset) -> bool:
+    """Whether ``d`` is an image-sized field stored one sample per chunk (direct chunk I/O)."""
+    return d.ndim > 1 and d.chunks == (1,) + d.shape[1:]
+
+
 def _fast_chunks(dset: h5py.Dataset) -> str | None:
     """How :func:`read_chunk_into` can read ``dset`` without h5py's filter pipeline.
 
     "deflate" (shuffle + deflate, ``--compression gzip``) or "plain" (no filters,
     ``--compression none``) for one-sample-per-chunk little-endian datasets; else None.
     """
-    if not (dset.chunks == (1,) + dset.shape[1:] and dset.dtype.itemsize in (1, 2, 4, 8)
+    if not (per_sample_chunks(dset) and dset.dtype.itemsize in (1, 2, 4, 8)
             and dset.dtype.byteorder in "=|<" and np.little_endian):
         return None
     plist = dset.id.get_create_plist()
@@ -327,8 +332,9 @@ class PositionMapDataset:
         fid = np.searchsorted(self._offsets, idx, side="right") - 1
         local = idx - self._offsets[fid]
         crops_store = self.store == "crops"
-        batch: dict[str, Any] = self._read_meta(files, fid, local) if (meta or not crops_store) else {}
-        if meta or not crops_store:
+        batch: dict[str, Any] = {}
+        if meta or not crops_store:  # raw-store rendering needs the fit and transform
+            batch = self._read_meta(files, fid, local)
             batch["name"] = [self._names[i] for i in idx]
         r = self._layout.resolution
         images = np.empty((idx.size, r, r, 3), np.uint8)

@@ -16,7 +16,9 @@ import cv2
 import h5py
 import numpy as np
 
-from prnet_keras.data.hdf5 import _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema, check_compression
+from prnet_keras.data.hdf5 import (
+    _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema, check_compression, per_sample_chunks,
+)
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 
@@ -48,11 +50,6 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int) -> np.ndarray:
     if not ok:
         raise InputError("crop: JPEG encoding failed")
     return buf.reshape(-1)
-
-
-def per_sample_chunks(d: h5py.Dataset) -> bool:
-    """Whether ``d`` is an image-sized field stored one sample per chunk (direct chunk I/O)."""
-    return d.ndim > 1 and d.chunks == (1,) + d.shape[1:]
 
 
 def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout, layout_bytes: bytes | None = None) -> h5py.File:

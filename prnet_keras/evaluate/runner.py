@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +28,7 @@ from prnet_keras.evaluate.sources import (
     crop_to_image_batch, is_prediction_folder,
 )
 from prnet_keras.geometry import UVLayout, apply_transform
-from prnet_keras.utils import write_json
+from prnet_keras.utils import atomic_write_text, usable_cores, write_json
 
 SHIFTZ_DESCRIPTIONS = {
     "min": "each point set (prediction and ground truth separately) shifted so its minimum z over the compared "
@@ -132,7 +131,7 @@ def _pool(workers: int):
     from concurrent.futures import ThreadPoolExecutor
 
     if workers <= 0:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = usable_cores()
     if workers not in _POOLS:
         _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="prnet-eval")
     return _POOLS[workers]
@@ -348,8 +347,6 @@ def load_runs(dirs: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
 
 
 def write_outputs(out: Path, summary: dict, rows: list[dict], settings: Settings, compared: dict) -> None:
-    from prnet_keras.utils import atomic_write_text
-
     atomic_write_text(out / "results.md", report.markdown_table(summary, {k: v["summary"] for k, v in compared.items()}))
     runs = {"this run": {m: np.array([r.get(m, math.nan) for r in rows], np.float64) for m in settings.metrics}}
     runs.update({k: v["values"] for k, v in compared.items()})
@@ -381,8 +378,6 @@ def worst_gallery(out: Path, rows, source, predictor, layout, settings: Settings
 
 def compare_only(outputdir: str | Path, runs: Sequence[str | Path]) -> dict[str, Any]:
     """Overlay earlier runs without evaluating: CED PNGs and results.md (first run = main columns)."""
-    from prnet_keras.utils import atomic_write_text
-
     loaded = load_runs(runs)
     if not loaded:
         raise InputError("--compare: no run folders given")

@@ -297,8 +297,8 @@ def _schedule(outputs: list[str] | tuple[str, ...], visibility_mask: bool) -> li
     """Order of the write jobs on two threads: the one that renders the z-buffer first
     (masked texture, else depth), the z-buffer-free ones next, depth last (by then the
     z-buffer is there)."""
-    first = [o for o in outputs if o == "texture" and visibility_mask][:1] or [o for o in outputs if o == "depth"][:1]
-    return first + [o for o in outputs if o not in first and o != "depth"] + [o for o in outputs if o == "depth" and o not in first]
+    first = "texture" if "texture" in outputs and visibility_mask else "depth"
+    return sorted(outputs, key=lambda o: 0 if o == first else 2 if o == "depth" else 1)
 
 
 def write_face_outputs(face: Face, out_dir: str | os.PathLike, stem: str, outputs: list[str] | tuple[str, ...],
