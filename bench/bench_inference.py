@@ -2,8 +2,9 @@
 
 Stages per image (median over --repeats iterations of the whole pipeline):
 detect (MTCNN with the defaults: min face 40 px, confidence 0.9), crop (warp to 256²),
-network (batch 1, batch norm folded as Predictor runs it; resfcn256 and light, untrained
-weights: timing only), post-processing (mesh, 68 landmarks, colours, visibility, pose,
+network (batch 1, batch norm folded and run by the inference engine as Predictor runs it:
+``--engine`` auto = OpenVINO when installed, see ``model.engines``; the Keras forward is timed
+too for comparison; resfcn256 and light, untrained weights: timing only), post-processing (mesh, 68 landmarks, colours, visibility, pose,
 depth image, UV texture with visibility mask) and writing the mesh and files (coloured OBJ,
 landmarks .txt/.npy, pose JSON, depth PNG/.npy, textured OBJ + MTL + texture PNG) as one
 stage, ``outputs``, as ``write_face_outputs`` runs them (overlapped on two threads); the
@@ -19,7 +20,7 @@ recorded too, as the machine is shared and wall time inflates with its load (the
 average is recorded). Writes bench/results/inference.json; the last line is
 ``inference ms_net=<median resfcn256 batch-1> ms_total=<median whole image -> files>``.
 
-Usage: python bench/bench_inference.py [--repeats 15] [--batch 16]
+Usage: python bench/bench_inference.py [--repeats 15] [--batch 16] [--engine auto|keras|openvino]
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ ALL_OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv")
 def environment() -> dict:
     import keras
 
-    env = benchenv.environment("cv2", "keras", "numba", "tensorflow")
+    env = benchenv.environment("cv2", "keras", "numba", "tensorflow", "openvino")
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
@@ -113,14 +114,15 @@ def median_ms(samples: list[float]) -> float:
     return round(1000.0 * statistics.median(samples), 2)
 
 
-def time_network(model, batch: int, repeats: int) -> list[float]:
+def time_network(forward, batch: int, repeats: int) -> list[float]:
+    """Wall seconds of ``forward`` on a (batch, 256, 256, 3) float32 input, after 2 warm-up calls."""
     x = np.random.default_rng(0).random((batch, 256, 256, 3), dtype=np.float32)
     for _ in range(2):
-        np.asarray(model.predict_on_batch(x))  # warm-up / tracing
+        forward(x)  # warm-up / tracing
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        np.asarray(model.predict_on_batch(x))
+        forward(x)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -138,14 +140,14 @@ def time_writes(sc: dict, outputs: tuple[str, ...], repeats: int, out_dir: Path)
     return out
 
 
-def pipeline(sc: dict, net_model, repeats: int, out_dir: Path) -> dict[str, list[float]]:
-    """Whole image -> files, stage by stage, ``repeats`` times."""
+def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[float]]:
+    """Whole image -> files, stage by stage, ``repeats`` times (``network``: a model.io.Network)."""
     from prnet_keras.inference import Predictor, face_from_position_map, get_detector
     from prnet_keras.inference.detect import Detection
     from prnet_keras.inference.writers import write_face_outputs
 
     layout, image = sc["layout"], sc["image"]
-    pred = Predictor(net_model, layout, batch_size=1)
+    pred = Predictor(network, layout, batch_size=1)
     detector = get_detector("mtcnn")  # defaults: min confidence 0.9, min face 40 px
     detector(image)  # warm-up: MTCNN graphs, the predict step's tracing, numba kernels
     pred.run_network(np.zeros((1, 256, 256, 3), np.uint8))
@@ -192,14 +194,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--engine", default=None, help="auto | keras | openvino (default: config inference.engine)")
     args = ap.parse_args()
 
+    from prnet_keras.config import section
     from prnet_keras.model import build_model
+    from prnet_keras.model.engines import keras_forward
     from prnet_keras.model.fold import fold_batch_norm
+    from prnet_keras.model.io import Network
+
+    engine = args.engine or section("inference").get("engine", "auto")
 
     env = environment()
     print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "load_average_1min")})
-    print("versions:", {k: env[k] for k in ("python", "numpy", "tensorflow", "keras", "opencv", "numba")}, "gpus:", env["gpus"])
+    print("versions:", {k: env[k] for k in ("python", "numpy", "tensorflow", "keras", "openvino", "opencv", "numba")},
+          "gpus:", env["gpus"])
     sc = scene()
     print("scene:", sc["what"], f"({sc['layout'].n_vertices} vertices, {len(sc['layout'].triangles)} triangles)")
     results = {"environment": env, "scene": sc["what"], "repeats": args.repeats, "batch": args.batch,
@@ -209,21 +218,26 @@ def main() -> int:
         for name in ("resfcn256", "light"):
             model = build_model(name)
             folded = fold_batch_norm(model)  # what Predictor / load_network run
-            stages = pipeline(sc, model, args.repeats, Path(tmp))
+            forward, used = keras_forward(folded, engine)
+            network = Network(name, "keras", sc["layout"], forward, 256, model, args.batch, used)
+            stages = pipeline(sc, network, args.repeats, Path(tmp))
             per_image = {k: median_ms(v) for k, v in stages.items() if k != "faces_detected" and not k.startswith("cpu_")}
             cpu_ms = {k[4:]: median_ms(v) for k, v in stages.items() if k.startswith("cpu_")}
-            batch_s = time_network(folded, args.batch, max(3, args.repeats // 3))
+            batch_s = time_network(network.predict, args.batch, max(3, args.repeats // 3))
             ips = round(args.batch / statistics.median(batch_s), 1)
-            unfolded_ms = median_ms(time_network(model, 1, args.repeats))
-            results["models"][name] = {"params": int(model.count_params()), "per_image_ms": per_image,
+            # for comparison: the Keras forward of the folded and of the unfolded model
+            keras_ms = median_ms(time_network(keras_forward(folded, "keras")[0], 1, args.repeats))
+            unfolded_ms = median_ms(time_network(keras_forward(model, "keras")[0], 1, args.repeats))
+            results["models"][name] = {"params": int(model.count_params()), "engine": used, "per_image_ms": per_image,
                                        "per_image_process_cpu_ms": cpu_ms,
                                        "faces_detected": int(stages["faces_detected"][0]),
-                                       "network_batch1_unfolded_ms": unfolded_ms,
+                                       "network_batch1_keras_ms": keras_ms,
+                                       "network_batch1_keras_unfolded_ms": unfolded_ms,
                                        f"batch{args.batch}_ms": median_ms(batch_s), "batch_images_per_s": ips}
-            print(f"{name} wall: " + " ".join(f"{k}={v}ms" for k, v in per_image.items()))
+            print(f"{name} ({used} engine) wall: " + " ".join(f"{k}={v}ms" for k, v in per_image.items()))
             print(f"{name} process cpu (all threads): " + " ".join(f"{k}={v}ms" for k, v in cpu_ms.items()))
-            print(f"{name}: network without BN folding {unfolded_ms} ms"
-                  f" | batch {args.batch}: {median_ms(batch_s)} ms = {ips} images/s")
+            print(f"{name}: batch {args.batch}: {median_ms(batch_s)} ms = {ips} images/s | batch 1 with Keras: "
+                  f"{keras_ms} ms folded, {unfolded_ms} ms without BN folding")
         all_ms = median_ms(time_writes(sc, ALL_OUTPUTS, args.repeats, Path(tmp)))
         results["write_all_outputs_ms"] = {"outputs": list(ALL_OUTPUTS), "median_ms": all_ms}
         print(f"writing all {len(ALL_OUTPUTS)} outputs ({','.join(ALL_OUTPUTS)}): {all_ms} ms (not in the total)")

@@ -6,7 +6,10 @@ tests that need it use the ``reference_data`` fixture and skip with a clear reas
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# converted-model cache (model.engines): one fresh folder per test session, not ~/.cache
+if "PRNET_CACHE_DIR" not in os.environ:
+    os.environ["PRNET_CACHE_DIR"] = tempfile.mkdtemp(prefix="prnet-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PRNET_CACHE_DIR"], True)
 
 from prnet_keras.utils import reference_data_dir  # noqa: E402
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metrics: 0 sparse 2D, 1 sparse 3D, 2 dense 2D, 3 dense 3D, 4 reconstruction 2D, "
                         "5 reconstruction 3D (default: all)")
     p.add_argument("--batchsize", type=int, default=16)
+    p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
+                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
+                        "(default: config inference.engine)")
     p.add_argument("--shiftZ", default=None, choices=["min", "mean", "none"],
                    help="z alignment of each set before 3D metrics (default: min = both shifted to min z 0)")
     p.add_argument("--normalizer", default=None, choices=["bbox", "diagonal", "interocular"],
@@ -95,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         batchsize=args.batchsize, shiftZ=args.shiftZ, normalizer=args.normalizer,
         recon_normalizer=args.recon_normalizer, icp=args.icp, icp_method=args.icp_method, compare=args.compare,
         resume=args.resume, bfm=args.bfm, uv_data=args.uv_data, limit=args.limit, gallery=args.gallery,
-        progress=not args.no_progress, config=config,
+        progress=not args.no_progress, config=config, engine=args.engine,
     )
     _print_summary(summary)
     print(f"results in {args.outputdir} (per_image.csv, summary.json, results.md, ced_*.png)")

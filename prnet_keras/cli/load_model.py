@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from prnet_keras.cli import run_cli
 from prnet_keras.config import section
 from prnet_keras.errors import InputError, PRNetError
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-confidence", type=float, default=cfg["min_confidence"], help="MTCNN score threshold")
     p.add_argument("--min-face-size", type=int, default=cfg.get("min_face_size", 40),
                    help="MTCNN: smallest face searched, in pixels (default 40; 20 finds smaller faces, ~1.5x slower)")
+    p.add_argument("--engine", default=cfg.get("engine", "auto"), choices=("auto", "keras", "openvino"),
+                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
     p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
@@ -148,51 +151,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a flag error (2, already printed)
         return int(exc.code or 0)
+    return run_cli(lambda: _run(args), f"interrupted: the files written so far stay in {args.output}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    outputs = parse_outputs(args.outputs)
+    bbox = parse_bbox(args.bbox)
+    if args.batch < 1:
+        raise InputError(f"--batch: expected >= 1, got {args.batch}")
+    if args.image is not None:
+        from prnet_keras.inference.images import load_image
+
+        load_image(args.image)  # fail fast, before loading the model, on an unreadable image
+        paths, root = [args.image], None
+    else:
+        from prnet_keras.inference.images import list_images
+
+        paths, root = list_images(args.input_dir), args.input_dir
+        if not paths:
+            raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
+    if bbox is not None and len(paths) > 1:
+        raise InputError("--bbox: applies to one image; use it with --image")
+    if not args.model.exists() and not Path(str(args.model) + ".index").exists():
+        raise InputError(f"--model {args.model}: file not found")
+    detector = args.detector
+    if detector != "none" and bbox is None:
+        from prnet_keras.inference.detect import get_detector
+
+        # an unavailable detector: one clear line, before the model loads
+        get_detector(detector, args.min_confidence, args.min_face_size)
+    if args.cpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    from prnet_keras.inference.predictor import Predictor
+
     try:
-        outputs = parse_outputs(args.outputs)
-        bbox = parse_bbox(args.bbox)
-        if args.batch < 1:
-            raise InputError(f"--batch: expected >= 1, got {args.batch}")
-        if args.image is not None:
-            from prnet_keras.inference.images import load_image
-
-            load_image(args.image)  # fail fast, before loading the model, on an unreadable image
-            paths, root = [args.image], None
-        else:
-            from prnet_keras.inference.images import list_images
-
-            paths, root = list_images(args.input_dir), args.input_dir
-            if not paths:
-                raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
-        if bbox is not None and len(paths) > 1:
-            raise InputError("--bbox: applies to one image; use it with --image")
-        if not args.model.exists() and not Path(str(args.model) + ".index").exists():
-            raise InputError(f"--model {args.model}: file not found")
-        detector = args.detector
-        if detector != "none" and bbox is None:
-            from prnet_keras.inference.detect import get_detector
-
-            # an unavailable detector: one clear line, before the model loads
-            get_detector(detector, args.min_confidence, args.min_face_size)
-        if args.cpu:
-            os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-        from prnet_keras.inference.predictor import Predictor
-
-        try:
-            predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
-                                              min_face_size=args.min_face_size)
-        except ImportError as exc:
-            raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
-        except PRNetError:
-            raise
-        except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
-            raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
-        summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
-                                 args.texture_size, args.visibility_mask, args.mat_type,
-                                 log=lambda m: print(m, file=sys.stderr), keep_faces=args.show)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
+                                          min_face_size=args.min_face_size, engine=args.engine)
+    except ImportError as exc:
+        raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
+    except PRNetError:
+        raise
+    except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
+        raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
+    summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
+                             args.texture_size, args.visibility_mask, args.mat_type,
+                             log=lambda m: print(m, file=sys.stderr), keep_faces=args.show)
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
           f"{args.output}, {len(summary['skipped'])} skipped")
     if args.show and summary.get("face_objects"):

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bfm", default="synthetic",
                    help="morphable model the UV layout came from (for /extract and /evaluate with fit .mat files)")
     p.add_argument("--detector", default=None, help="face detector: mtcnn | opencv | dlib (default: config inference.detector)")
+    p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
+                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
+                        "(default: config inference.engine)")
     p.add_argument("--host", default=None, help="bind address (default: config server.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: config server.port, 20000)")
     p.add_argument("--config", default=None, help="named configuration or JSON file overriding configure/defaults.json")
@@ -49,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str) -> tuple[Any, dict[str, Any]]:
-    """(Predictor, model info) for a model path or ``untrained:<name>``."""
+def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str,
+                    engine: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """(Predictor, model info) for a model path or ``untrained:<name>``; ``engine`` runs Keras
+    networks (``model.engines``; None: config ``inference.engine``)."""
     from prnet_keras.inference import Predictor
 
     if model.startswith(UNTRAINED_PREFIX):
@@ -60,10 +65,12 @@ def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str) ->
         name = model[len(UNTRAINED_PREFIX):] or "light"
         layout = load_uv_layout(uv_data, None if uv_data else load_morphable_model(bfm))
         network = build_model(name)
-        return Predictor(network, layout, detector=detector), {"untrained": True, "architecture": name}
+        predictor = Predictor(network, layout, detector=detector, engine=engine)
+        return predictor, {"untrained": True, "architecture": name, "engine": predictor.engine}
     if not os.path.exists(model) and not os.path.exists(model + ".index"):
         raise PRNetError(f"--model {model}: no such file, folder or checkpoint prefix")
-    return Predictor.from_path(model, uv_data=uv_data, detector=detector), {"untrained": False}
+    predictor = Predictor.from_path(model, uv_data=uv_data, detector=detector, engine=engine)
+    return predictor, {"untrained": False, "engine": predictor.engine}
 
 
 def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
@@ -93,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.batch_window_ms < 0 or args.max_batch < 1:
             raise PRNetError("--batch-window-ms must be >= 0 and --max-batch >= 1")
-        predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector)
+        predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector,
+                                                         args.engine or config["inference"].get("engine"))
         if args.batch_window_ms > 0:
             from prnet_keras.server.batching import batched_predictor
 

@@ -154,9 +154,10 @@ def _gt_normals(gt: GroundTruthBatch, layout: UVLayout) -> np.ndarray:
 # ---- sources and models ------------------------------------------------------------------
 def open_run(
     model: Any, hdf5: Any = None, datadir: str | Path | None = None, bfm: str = "synthetic",
-    uv_data: str | Path | None = None,
+    uv_data: str | Path | None = None, engine: str | None = None,
 ) -> tuple[Any, Any, UVLayout]:
-    """(ground-truth source, predictor, layout) for a model spec and a data spec."""
+    """(ground-truth source, predictor, layout) for a model spec and a data spec (``engine``:
+    what runs a Keras network, see ``model.engines``; None: config ``inference.engine``)."""
     if (hdf5 is None) == (datadir is None):
         raise InputError("give exactly one of --hdf5 (validation HDF5) or --datadir (AFLW2000-3D folder/zip)")
     network = None
@@ -171,7 +172,7 @@ def open_run(
                              "'oracle' or a folder of .npy/.mat predictions)")
         from prnet_keras.model.io import load_network
 
-        network = load_network(spec, uv_data=uv_data)
+        network = load_network(spec, uv_data=uv_data, engine=engine)
     if hdf5 is not None:
         source = HDF5Source(hdf5)
     else:
@@ -259,6 +260,7 @@ def evaluate(
     gallery: int = 12,
     progress: bool = True,
     config: dict | None = None,
+    engine: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (path, loaded Network, or ``"oracle"``, or a prediction folder) on
     ``hdf5`` or ``datadir``; write per_image.csv, summary.json, results.md, CED PNGs and a
@@ -272,7 +274,9 @@ def evaluate(
     if batchsize < 1:
         raise InputError(f"--batchsize must be >= 1, got {batchsize}")
     out = Path(outputdir)
-    source, predictor, layout = open_run(model, hdf5, datadir, bfm, uv_data)
+    if engine is None and config is not None:
+        engine = section("inference", config).get("engine")
+    source, predictor, layout = open_run(model, hdf5, datadir, bfm, uv_data, engine)
     n = len(source) if limit is None else min(len(source), int(limit))
     identity = {"model": str(model) if isinstance(model, (str, Path)) else predictor.name,
                 "data": source.description, "layout": layout.hash()}

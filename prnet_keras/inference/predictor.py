@@ -2,7 +2,7 @@
 
 The network is anything that maps (B, R, R, 3) float32 crops in [0, 1] to (B, R, R, 3)
 position maps in *crop pixels*: a ``model.io.Network`` (``.predict`` and ``.layout``), a
-bare ``keras.Model`` (its sigmoid output is multiplied by LABEL_SCALE here), or any
+bare ``keras.Model`` (wrapped in a Network here: folded, run by ``model.engines``, sigmoid × LABEL_SCALE), or any
 callable — e.g. one returning ground-truth maps, which is how the tests pin every
 coordinate convention without a trained model.
 """
@@ -16,7 +16,6 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout, crop_transform
@@ -46,6 +45,8 @@ class Predictor:
         convolutions, made here (``model.fold``; faster, same outputs within float32
         rounding). The copy does not follow later training of the model: pass False, or
         make a new Predictor, to predict with a model that is still changing.
+    engine: what runs a bare keras.Model: "auto" | "keras" | "openvino" (``model.engines``;
+        None: config ``inference.engine``). An OpenVINO copy never follows later training.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class Predictor:
         min_face_size: int | None = None,
         crop_cfg: dict | None = None,
         fold_bn: bool = True,
+        engine: str | None = None,
     ) -> None:
         layout = layout if layout is not None else getattr(network, "layout", None)
         if not isinstance(layout, UVLayout):
@@ -71,15 +73,20 @@ class Predictor:
         self.min_confidence = min_confidence
         self.min_face_size = min_face_size
         self.crop_cfg = crop_cfg or section("crop")
+        if _is_keras_model(network):
+            from prnet_keras.model.fold import fold_batch_norm  # keras is loaded: a keras.Model was given
+            from prnet_keras.model.io import Network, keras_forward
+
+            if tuple(network.input_shape[1:]) != (layout.resolution, layout.resolution, 3):
+                raise InputError(f"Predictor: {network.name} takes input {network.input_shape}, the UV layout "
+                                 f"needs (None, {layout.resolution}, {layout.resolution}, 3)")
+            net = fold_batch_norm(network) if fold_bn else network
+            forward, used = keras_forward(net, engine or section("inference").get("engine", "auto"))
+            network = Network(name=network.name, kind="keras", layout=layout, forward=forward,
+                              resolution=layout.resolution, model=network, batch_size=self.batch_size, engine=used)
+        self.engine: str = getattr(network, "engine", "") or "callable"  # what runs the network
         if hasattr(network, "predict") and hasattr(network, "layout"):
             self._forward = network.predict  # model.io.Network: already crop pixels
-        elif _is_keras_model(network):
-            # predict_on_batch: the compiled predict step without predict()'s per-call data
-            # pipeline; eager __call__ is 3-5x slower at batch 1 on CPU.
-            from prnet_keras.model.fold import fold_batch_norm  # keras is loaded: a keras.Model was given
-
-            net = fold_batch_norm(network) if fold_bn else network
-            self._forward = lambda x: np.asarray(net.predict_on_batch(x)) * LABEL_SCALE
         elif callable(network):
             self._forward = network
         else:
@@ -91,7 +98,7 @@ class Predictor:
         """Load a ``.keras`` file, SavedModel folder or official checkpoint prefix (``model.io.load_network``)."""
         from prnet_keras.model.io import load_network
 
-        network = load_network(model_path, uv_data=uv_data)
+        network = load_network(model_path, uv_data=uv_data, engine=kwargs.pop("engine", None))
         return cls(network, **kwargs)
 
     # ---- pieces -----------------------------------------------------------------------------

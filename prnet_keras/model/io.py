@@ -8,6 +8,7 @@
   loaded into a default ``resfcn256``; TensorFlow),
 - a ``.tflite`` flatbuffer (TensorFlow's interpreter) or ``.onnx`` file (onnxruntime).
 
+Keras models predict through ``model.engines`` (OpenVINO on CPU when installed, else Keras).
 ``Network.predict(images)`` maps (B, R, R, 3) float32 crops in [0, 1] to (B, R, R, 3)
 float32 position maps in crop pixels (sigmoid × LABEL_SCALE), in chunks of ``batch_size``.
 """
@@ -23,9 +24,11 @@ from typing import Any, Callable
 import numpy as np
 
 from prnet_keras import LABEL_SCALE
+from prnet_keras.config import section
 from prnet_keras.errors import InputError, ModelFileError
 from prnet_keras.geometry.uv import UVLayout, load_uv_layout
 from prnet_keras.model.checkpoint import checkpoint_prefix, is_tf1_checkpoint
+from prnet_keras.model.engines import keras_forward
 from prnet_keras.model.export import layout_sidecar
 from prnet_keras.model.fold import fold_batch_norm
 
@@ -38,7 +41,8 @@ class Network:
 
     ``name``: file name; ``kind``: "keras" | "saved_model" | "checkpoint" | "tflite" | "onnx";
     ``layout``: the UVLayout its maps use; ``model``: the keras.Model when there is one;
-    ``forward``: (b, R, R, 3) float32 [0, 1] -> (b, R, R, 3) sigmoid output.
+    ``forward``: (b, R, R, 3) float32 [0, 1] -> (b, R, R, 3) sigmoid output; ``engine``: what
+    runs it ("keras" | "openvino" for Keras models, else the kind's own runtime).
     """
 
     name: str
@@ -48,6 +52,7 @@ class Network:
     resolution: int
     model: Any = None
     batch_size: int = 32
+    engine: str = ""
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(B, R, R, 3) float32 crops / 255 -> (B, R, R, 3) float32 maps in crop pixels."""
@@ -64,10 +69,6 @@ class Network:
 
 
 # ---- forward functions per format ----------------------------------------------------------
-def _keras_forward(model: Any) -> ForwardFn:
-    return lambda x: np.asarray(model.predict_on_batch(x))
-
-
 def _load_keras(path: Path) -> Any:
     import keras
 
@@ -186,19 +187,22 @@ def load_keras_model(path: str | Path) -> Any:
     raise ModelFileError(f"{p}: expected a .keras file or an official checkpoint prefix ({p.name}.index beside it)")
 
 
-def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fold_bn: bool = True) -> Network:
+def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fold_bn: bool = True,
+                 engine: str | None = None) -> Network:
     """Load a network (format from the path, see module doc) and its UV layout.
 
     Keras models (``.keras``, checkpoints) predict through a copy with batch normalisation
     folded into the convolutions (``model.fold``: same outputs within float32 rounding,
     ~10-45 % faster on CPU); ``fold_bn=False`` predicts with the model as loaded.
-    ``Network.model`` is always the model as loaded.
+    ``Network.model`` is always the model as loaded. ``engine`` runs Keras models:
+    "auto" | "keras" | "openvino" (``model.engines``; None: config ``inference.engine``).
 
     Raises ModelFileError for a missing file or one of the wrong kind, InputError when no
     UV layout can be found (pass ``uv_data``) or it does not fit the model's resolution.
     """
     p = Path(path)
     model = None
+    used = ""
     if p.is_dir():
         if not (p / "saved_model.pb").is_file():
             raise ModelFileError(f"{p}: a folder but not a SavedModel (no saved_model.pb)")
@@ -208,7 +212,10 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fo
         kind = "keras" if p.suffix == ".keras" else "checkpoint"
         p = p if kind == "keras" else checkpoint_prefix(p)
         model = load_keras_model(p)
-        forward, resolution = _keras_forward(fold_batch_norm(model) if fold_bn else model), int(model.input_shape[1])
+        if engine is None:
+            engine = section("inference").get("engine", "auto")
+        forward, used = keras_forward(fold_batch_norm(model) if fold_bn else model, engine, cache=True)
+        resolution = int(model.input_shape[1])
     elif p.suffix in (".tflite", ".onnx"):
         if not p.is_file():
             raise ModelFileError(f"{p}: model file not found")
@@ -229,4 +236,4 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fo
         raise InputError(f"{p}: the UV layout is {layout.resolution}x{layout.resolution} "
                          f"but the network works at {resolution}x{resolution}")
     return Network(name=p.name, kind=kind, layout=layout, forward=forward, resolution=resolution,
-                   model=model, batch_size=int(batch_size))
+                   model=model, batch_size=int(batch_size), engine=used or kind)

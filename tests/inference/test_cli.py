@@ -150,3 +150,21 @@ def test_cli_flag_errors_are_one_line(capsys):
     assert main(["--image", "a.jpg", "--model", "m.keras", "--detector", "yolo"]) == 2
     assert "invalid choice: 'yolo'" in _one_error_line(capsys)
     assert main(["--help"]) == 0
+
+
+def test_cli_interrupt_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+    import cv2
+
+    image = tmp_path / "face.jpg"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 128, np.uint8))
+    (tmp_path / "m.keras").write_bytes(b"never read: loading is interrupted")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Predictor, "from_path", interrupted)
+    out = tmp_path / "out"
+    assert main(["--image", str(image), "--model", str(tmp_path / "m.keras"), "--detector", "none",
+                 "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err == f"interrupted: the files written so far stay in {out}\n"

@@ -1,5 +1,6 @@
 """Run in a subprocess by test_backends.py with KERAS_BACKEND set: build both networks (tiny),
-set deterministic weights, record a forward pass (and one of the BN-folded copy), then run one compiled train step with the
+set deterministic weights, record a forward pass (and one of the BN-folded copy, also through the
+inference engine "auto" picks on this backend), then run one compiled train step with the
 project's loss and metric. Writes the results to the .npz named on the command line."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def main(out: str) -> None:
     import keras
 
     from prnet_keras.model import LandmarkNME, build_model, get_loss
+    from prnet_keras.model.engines import keras_forward
     from prnet_keras.model.fold import fold_batch_norm
 
     r = 64
@@ -41,7 +43,10 @@ def main(out: str) -> None:
         model = build_model(name, resolution=r, **options)
         deterministic_weights(model, seed=1)
         results[f"{name}_forward"] = keras.ops.convert_to_numpy(model(x, training=False))
-        results[f"{name}_folded"] = keras.ops.convert_to_numpy(fold_batch_norm(model)(x, training=False))
+        folded = fold_batch_norm(model)
+        results[f"{name}_folded"] = keras.ops.convert_to_numpy(folded(x, training=False))
+        forward, engine = keras_forward(folded, "auto")
+        results[f"{name}_engine"], results[f"{name}_engine_out"] = np.array(engine), forward(x)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("weighted_mse", mask, resolution=r),
                       metrics=[LandmarkNME(kpt, resolution=r)])
         before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]

@@ -158,7 +158,7 @@ def test_serve_loads_a_saved_keras_model(tmp_path, helpers):
     build_model("light", width=0.25).save(path)
     helpers.dome_layout().save(tmp_path / "uv_layout.npz")
     predictor, info = build_predictor(str(path), None, "synthetic", "opencv")
-    assert info == {"untrained": False} and predictor.layout.source == "test-dome"
+    assert info == {"untrained": False, "engine": "openvino"} and predictor.layout.source == "test-dome"
     app = create_app(batched_predictor(predictor, 2), helpers.make_settings(model_name="tiny.keras"))
     with TestClient(app) as c:
         r = c.post("/v1/reconstruct", json={"image": helpers.b64(helpers.image_bytes()), "boxes": [[40, 20, 120, 100]],
