@@ -20,7 +20,14 @@ recorded too, as the machine is shared and wall time inflates with its load (the
 average is recorded). Writes bench/results/inference.json; the last line is
 ``inference ms_net=<median resfcn256 batch-1> ms_total=<median whole image -> files>``.
 
+``--network-only`` measures batched network throughput alone (images/s per model, dtype
+policy and batch size; no detector, no files), importing only Keras and the model package:
+the mode for a GPU machine on any backend (``KERAS_BACKEND=jax``, no TensorFlow needed).
+It writes bench/results/inference_network.json; its last line is
+``inference batched_images_per_s=<best resfcn256> batch=<b> policy=<p>``.
+
 Usage: python bench/bench_inference.py [--repeats 15] [--batch 16] [--engine auto|keras|openvino]
+       KERAS_BACKEND=jax python bench/bench_inference.py --network-only --batches 64,256,1024
 """
 
 from __future__ import annotations
@@ -53,8 +60,9 @@ ALL_OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv")
 def environment() -> dict:
     import keras
 
-    env = benchenv.environment("cv2", "keras", "numba", "tensorflow", "openvino")
     backend = keras.backend.backend()
+    # only the backend in use: importing TensorFlow under JAX would cost seconds (or fail on a GPU machine without it)
+    env = benchenv.environment("cv2", "keras", "numba", "openvino", backend)
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -63,6 +71,10 @@ def environment() -> dict:
         import jax
 
         env["gpus"] = [str(d) for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     else:
         env["gpus"] = []
     return env
@@ -190,12 +202,56 @@ def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[f
     return stages
 
 
+def network_only(args: argparse.Namespace, engine: str) -> int:
+    """Batched network throughput per model x dtype policy x batch size (see module doc)."""
+    import keras
+
+    from prnet_keras.model import build_model
+    from prnet_keras.model.engines import keras_forward
+    from prnet_keras.model.fold import fold_batch_norm
+
+    env = environment()
+    print("machine:", {k: env[k] for k in ("machine", "cpu_count", "platform", "keras_backend")}, "gpus:", env["gpus"])
+    policies = args.policies.split(",") if args.policies else (
+        ["float32", "mixed_bfloat16"] if env["gpus"] else ["float32"])
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    for policy in policies:
+        keras.config.set_dtype_policy(policy)
+        try:
+            for name in ("resfcn256", "light"):
+                folded = fold_batch_norm(build_model(name))
+                forward, used = keras_forward(folded, engine)
+                for batch in batches:
+                    seconds = statistics.median(time_network(forward, batch, args.repeats))
+                    rows.append({"model": name, "policy": policy, "engine": used, "batch": batch,
+                                 "ms": round(1000 * seconds, 2), "images_per_s": round(batch / seconds, 1)})
+                    print(f"{name} {policy} ({used}) batch {batch}: {rows[-1]['ms']} ms = {rows[-1]['images_per_s']} images/s")
+        finally:
+            keras.config.set_dtype_policy("float32")
+    out = ROOT / "bench" / "results" / "inference_network.json"
+    write_json(out, {"environment": env, "repeats": args.repeats, "results": rows})
+    best = max((r for r in rows if r["model"] == "resfcn256"), key=lambda r: r["images_per_s"])
+    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"inference batched_images_per_s={best['images_per_s']} batch={best['batch']} policy={best['policy']}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--engine", default=None, help="auto | keras | openvino (default: config inference.engine)")
+    ap.add_argument("--network-only", action="store_true",
+                    help="batched network throughput only (any backend, no TensorFlow needed: the GPU mode)")
+    ap.add_argument("--batches", default="1,16,64,256", help="--network-only: batch sizes")
+    ap.add_argument("--policies", default=None,
+                    help="--network-only: dtype policies (default float32, plus mixed_bfloat16 on an accelerator)")
     args = ap.parse_args()
+    if args.network_only:
+        from prnet_keras.config import section
+
+        return network_only(args, args.engine or section("inference").get("engine", "auto"))
 
     from prnet_keras.config import section
     from prnet_keras.model import build_model
