@@ -15,10 +15,10 @@ import argparse
 import base64
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from prnet_keras.cli import run_cli
 from prnet_keras.errors import InputError, PRNetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -185,6 +185,11 @@ def _run_native(client: PRNetClient, path: Path, args: argparse.Namespace, out: 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    done = f"; the files written so far stay in {args.out}" if args.out else ""
+    return run_cli(lambda: _run(args), f"interrupted{done}")
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         paths = _images(args)
         out = Path(args.out) if args.out else None
@@ -195,12 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     _run_native(client, path, args, out)
                 else:
                     _run_compat(client, path, args, out)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:  # an image or output file
+        raise PRNetError(f"{exc.filename or ''}: {exc.strerror or exc}") from None
     return 0
 
 

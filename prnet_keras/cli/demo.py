@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from prnet_keras.cli import run_cli
 from prnet_keras.errors import PRNetError
 
 
@@ -58,19 +58,43 @@ def _run(cli_main, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
         raise PRNetError(f"{cli_main.__module__} exited with status {code}")
 
 
+def _synthetic_complete(folder: Path, layout: str, count: int, seed: int) -> bool:
+    """True when ``folder`` holds a finished synthetic dataset with these settings: the
+    generator writes ``synth_info.json`` only after its last sample."""
+    import json
+
+    from prnet_keras.data.synth import INFO_FILE
+
+    try:
+        info = json.loads((folder / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return (info.get("layout"), info.get("count"), info.get("seed")) == (layout, count, seed)
+
+
 def stage_data(out: Path, seed: int, n_train: int, n_val: int, workers: int) -> Path:
+    import shutil
+
     from prnet_keras.cli import build_dataset
 
     data = out / "data"
-    for layout, count, folder, s in (("300wlp", n_train, "300W_LP", seed), ("aflw2000", n_val, "AFLW2000", seed + 1)):
-        if not (data / folder).exists():
-            _run(build_dataset.main, ["synth", "--layout", layout, "--count", str(count), "--out", str(data / folder),
-                                      "--seed", str(s), "--workers", str(workers)])
+    for layout, count, folder, s, mode in (("300wlp", n_train, "300W_LP", seed, "train"),
+                                           ("aflw2000", n_val, "AFLW2000", seed + 1, "val")):
+        if _synthetic_complete(data / folder, layout, count, s):
+            continue
+        if (data / folder).exists():  # an interrupted run, or other --*-images / --seed: start it again
+            print(f"({data / folder} is incomplete or was made with other settings: generating it again)")
+            shutil.rmtree(data / folder)
+        (data / f"{mode}.hdf5").unlink(missing_ok=True)  # built (or being built) from the old samples
+        shutil.rmtree(data / f"{mode}.hdf5.partial", ignore_errors=True)
+        _run(build_dataset.main, ["synth", "--layout", layout, "--count", str(count), "--out", str(data / folder),
+                                  "--seed", str(s), "--workers", str(workers)])
     for mode, folder in (("train", "300W_LP"), ("val", "AFLW2000")):
         target = data / f"{mode}.hdf5"
-        if not target.exists():
+        if not target.exists():  # the builder publishes the file only when it is complete
+            resume = ["--resume"] if target.with_name(target.name + ".partial").exists() else []  # interrupted build
             _run(build_dataset.main, ["--source", str(data / folder), "--out", str(target), "--buildmode", mode,
-                                      "--workers", str(workers), "--seed", str(seed), "--no-progress"])
+                                      "--workers", str(workers), "--seed", str(seed), "--no-progress", *resume])
     return data
 
 
@@ -160,15 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         ("reconstruct a synthetic test image (and a real photo when available)",
          lambda: stage_reconstruct(out, state["data"], state["model"])),
     ]
-    try:
+    def body() -> int:
         for i, (title, run) in enumerate(stages, 1):
             print(f"\n== {i}/{len(stages)} {title}", flush=True)
             t = time.perf_counter()
             run()
             print(f"({time.perf_counter() - t:.1f} s)", flush=True)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 0
+
+    code = run_cli(body, f"interrupted: run it again to continue (finished datasets in {out}/data are reused)")
+    if code:
+        return code
     print(f"\nquickstart done in {time.perf_counter() - started:.0f} s: everything is under {out}/")
     for rel in ("model/synthetic_face.png", "model/uv_position_map.png", "run/training_log.csv", "run/best_nme.keras",
                 "evaluation/results.md", "evaluation/ced_all.png", "reconstruct"):

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from prnet_keras.cli import run_cli
 from prnet_keras.errors import PRNetError
 
 UNTRAINED_PREFIX = "untrained:"
@@ -85,33 +86,34 @@ def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        from prnet_keras.config import load_config
-        from prnet_keras.server.app import create_app
-        from prnet_keras.server.settings import ServerSettings
+    # Ctrl-C while loading, or while serving (uvicorn shuts down, then raises it again): one line, exit 130
+    return run_cli(lambda: _serve(args), "prnet-serve: stopped")
 
-        config = load_config(args.config)
-        detector = args.detector or config["inference"]["detector"]
-        # Settings first: a bad flag fails before the (slow) model load.
-        settings = ServerSettings.from_config(
-            config, api_key_env=args.api_key_env, host=args.host, port=args.port, workers=args.workers,
-            queue_size=args.queue_size, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()),
-            detector=detector, model_path=args.model,
-        )
-        if args.batch_window_ms < 0 or args.max_batch < 1:
-            raise PRNetError("--batch-window-ms must be >= 0 and --max-batch >= 1")
-        predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector,
-                                                         args.engine or config["inference"].get("engine"))
-        if args.batch_window_ms > 0:
-            from prnet_keras.server.batching import batched_predictor
 
-            predictor = batched_predictor(predictor, args.batch_window_ms, args.max_batch)
-            settings.extra_info["batching"] = {"window_ms": args.batch_window_ms, "max_batch": args.max_batch}
-        settings.model_name = str(getattr(predictor.network, "name", None) or args.model)
-        app = create_app(predictor, settings, morphable=args.bfm, icp_backend=args.icp)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _serve(args: argparse.Namespace) -> int:
+    from prnet_keras.config import load_config
+    from prnet_keras.server.app import create_app
+    from prnet_keras.server.settings import ServerSettings
+
+    config = load_config(args.config)
+    detector = args.detector or config["inference"]["detector"]
+    # Settings first: a bad flag fails before the (slow) model load.
+    settings = ServerSettings.from_config(
+        config, api_key_env=args.api_key_env, host=args.host, port=args.port, workers=args.workers,
+        queue_size=args.queue_size, timeout_s=args.timeout, cors_origins=tuple(args.cors_origin or ()),
+        detector=detector, model_path=args.model,
+    )
+    if args.batch_window_ms < 0 or args.max_batch < 1:
+        raise PRNetError("--batch-window-ms must be >= 0 and --max-batch >= 1")
+    predictor, settings.extra_info = build_predictor(args.model, args.uv_data, args.bfm, detector,
+                                                     args.engine or config["inference"].get("engine"))
+    if args.batch_window_ms > 0:
+        from prnet_keras.server.batching import batched_predictor
+
+        predictor = batched_predictor(predictor, args.batch_window_ms, args.max_batch)
+        settings.extra_info["batching"] = {"window_ms": args.batch_window_ms, "max_batch": args.max_batch}
+    settings.model_name = str(getattr(predictor.network, "name", None) or args.model)
+    app = create_app(predictor, settings, morphable=args.bfm, icp_backend=args.icp)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logging.getLogger("prnet_keras.server").warning(
             "listening on %s without an API key: anyone who can reach this port can use the model (set $%s)",

@@ -150,6 +150,8 @@ def openvino_forward(model: Any, threads: int | None = None, cache: bool = False
             "INFERENCE_NUM_THREADS": int(threads or usable_cores()),
         })
     except Exception as exc:  # the converter raises its own types for unsupported graphs
+        if "KeyboardInterrupt" in str(exc):  # it reports Ctrl-C as a RuntimeError: stop, do not fall back
+            raise KeyboardInterrupt from None
         raise InputError(f"engine 'openvino': cannot convert {model.name} ({exc.__class__.__name__}: {exc})") from None
     request = compiled.create_infer_request()
     lock = threading.Lock()  # one request: calls from several threads take turns (one stream anyway)

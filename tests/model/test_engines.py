@@ -114,6 +114,16 @@ def test_failed_conversion_is_an_error_or_a_warned_fallback(tiny, images, monkey
     np.testing.assert_allclose(forward(images), _keras(tiny, images), atol=1e-6)
 
 
+def test_ctrl_c_during_conversion_stops_instead_of_falling_back(tiny, monkeypatch):
+    def interrupted(model, ov):  # what OpenVINO's converter does with a KeyboardInterrupt (seen with 2026.4)
+        raise RuntimeError("Check 'false' failed ... Traceback ... KeyboardInterrupt: ")
+
+    monkeypatch.setattr(engines, "_convert", interrupted)
+    for engine in ("auto", "openvino"):
+        with pytest.raises(KeyboardInterrupt):
+            engines.keras_forward(tiny, engine)
+
+
 def test_auto_prefers_keras_when_tensorflow_has_a_gpu(tiny, monkeypatch):
     monkeypatch.setattr(engines, "_tf_sees_gpu", lambda: True)
     assert engines.keras_forward(tiny, "auto")[1] == "keras"

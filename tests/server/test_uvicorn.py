@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -140,8 +141,15 @@ def test_prnet_serve_untrained_light_model(helpers):
                        timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["faces"][0]["mesh"]["n_vertices"] == info["uv_layout"]["n_vertices"]
+        assert info["model"]["engine"] == "openvino"  # TensorFlow CPU + openvino installed: the default engine
+        # Ctrl-C: uvicorn shuts down, then re-raises the signal -> one line and exit 130, no traceback
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 130, out[-3000:]
+        assert out.rstrip().endswith("prnet-serve: stopped") and "Traceback" not in out
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            stop(proc)
 
 
 @pytest.mark.slow
