@@ -1,4 +1,4 @@
-"""Geometry core: morphable models, pose, crops, UV layout and the rasteriser."""
+"""Geometry core: morphable models, pose, crops, UV layout, the rasteriser and its renders."""
 
 from prnet_keras.geometry.crop import (
     apply_transform, crop_to_image, crop_transform, detector_crop, keypoint_box, training_crop,
@@ -11,10 +11,8 @@ from prnet_keras.geometry.pose import (
     angles_to_rotation, camera_matrix, estimate_pose, from_image, make_pose_para, orthographic_project,
     parse_pose_para, pose_vertices, rotation_to_angles, similarity_transform, to_image, umeyama,
 )
-from prnet_keras.geometry.raster import (
-    UVRenderPlan, rasterize, render_depth, render_shaded, render_uv_map, uv_pixel_coords, uv_render_plan, vertex_normals,
-    vertex_visibility,
-)
+from prnet_keras.geometry.raster import UVRenderPlan, rasterize, render_uv_map, uv_pixel_coords, uv_render_plan
+from prnet_keras.geometry.render import render_depth, render_shaded, vertex_normals, vertex_visibility
 from prnet_keras.geometry.uv import UVLayout, grid_triangles, load_uv_layout
 
 __all__ = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import raster
+from prnet_keras.geometry import raster, render
 from tests.geometry.conftest import grid_mesh
 
 
@@ -196,15 +196,15 @@ def test_render_depth_and_visibility_occlusion():
     v = np.array([[2, 2, 10.0], [17, 2, 10.0], [2, 17, 10.0], [17, 17, 10.0],
                   [5, 5, 1.0], [9, 5, 1.0], [5, 9, 1.0], [18.0, 18.0, 1.0], [-3.0, 4.0, 1.0]])
     tri = np.array([[0, 1, 2], [1, 3, 2], [4, 5, 6]])
-    depth = raster.render_depth(v, tri, 20, 20)
+    depth = render.render_depth(v, tri, 20, 20)
     assert depth[6, 6] == 10.0 and depth[0, 0] == 0.0
-    vis = raster.vertex_visibility(v, tri, 20, 20)
+    vis = render.vertex_visibility(v, tri, 20, 20)
     np.testing.assert_array_equal(vis, [True, True, True, True, False, False, False, True, False])
 
 
 def test_vertex_normals_plane_and_isolated_vertex():
     v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [5, 5, 5.0]])
-    n = raster.vertex_normals(v, [[0, 1, 2]])
+    n = render.vertex_normals(v, [[0, 1, 2]])
     np.testing.assert_allclose(n[:3], [[0, 0, 1]] * 3)
     np.testing.assert_array_equal(n[3], [0, 0, 0])
 
@@ -212,15 +212,15 @@ def test_vertex_normals_plane_and_isolated_vertex():
 def test_render_shaded_lambert_and_ambient():
     v = np.array([[0, 0, 0], [9, 0, 0], [0, 9, 0.0]])
     col = np.array([[1.0, 0.5, 0.0]] * 3)
-    img = raster.render_shaded(v, [[0, 1, 2]], col, 10, 10, light_dir=(0, 0, 1), ambient=0.3)
+    img = render.render_shaded(v, [[0, 1, 2]], col, 10, 10, light_dir=(0, 0, 1), ambient=0.3)
     np.testing.assert_allclose(img[2, 2], [1.0, 0.5, 0.0], atol=1e-6)  # facing the light: full
-    side = raster.render_shaded(v, [[0, 1, 2]], col, 10, 10, light_dir=(1, 0, 0), ambient=0.3)
+    side = render.render_shaded(v, [[0, 1, 2]], col, 10, 10, light_dir=(1, 0, 0), ambient=0.3)
     np.testing.assert_allclose(side[2, 2], [0.3, 0.15, 0.0], atol=1e-6)  # grazing: ambient only
     assert img.dtype == np.float32 and img[9, 9].sum() == 0
     with pytest.raises(InputError, match="colors"):
-        raster.render_shaded(v, [[0, 1, 2]], np.ones((3, 4)), 10, 10)
+        render.render_shaded(v, [[0, 1, 2]], np.ones((3, 4)), 10, 10)
     with pytest.raises(InputError, match="light_dir"):
-        raster.render_shaded(v, [[0, 1, 2]], None, 10, 10, light_dir=(0, 0, 0))
+        render.render_shaded(v, [[0, 1, 2]], None, 10, 10, light_dir=(0, 0, 0))
 
 
 def test_uv_maps_from_threads_match_serial(tiny_model):
