@@ -28,6 +28,18 @@ def make_layout(resolution: int = 256, seed: int = 0) -> UVLayout:
     return UVLayout(r, mask, kpt, weight, grid_triangles(mask), canonical, source="test")
 
 
+def with_bn_statistics(model, seed: int = 0):
+    """``model`` with non-trivial BN statistics (gamma, variance ~U(0.5, 1.5); beta, mean ~N(0, 0.1)),
+    so that folding and converters are exercised; returns the model."""
+    rng = np.random.default_rng(seed)
+    for var in model.weights:
+        if var.path.endswith(("moving_variance", "gamma")):
+            var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
+        elif var.path.endswith(("moving_mean", "beta")):
+            var.assign(rng.normal(0, 0.1, var.shape).astype(np.float32))
+    return model
+
+
 @pytest.fixture(scope="session")
 def tiny_layout() -> UVLayout:
     return make_layout()

@@ -17,19 +17,13 @@ from prnet_keras.errors import InputError  # noqa: E402
 from prnet_keras.model import build_model, engines  # noqa: E402
 from prnet_keras.model.fold import fold_batch_norm  # noqa: E402
 from prnet_keras.model.io import load_network  # noqa: E402
+from tests.model.conftest import make_layout, with_bn_statistics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny ResFCN256 (64 px) with non-trivial BN statistics, folded as prediction runs it."""
-    model = build_model("resfcn256", base_filters=4, resolution=64)
-    rng = np.random.default_rng(0)
-    for var in model.weights:
-        if var.path.endswith(("moving_variance", "gamma")):
-            var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
-        elif var.path.endswith(("moving_mean", "beta")):
-            var.assign(rng.normal(0, 0.1, var.shape).astype(np.float32))
-    return fold_batch_norm(model)
+    return fold_batch_norm(with_bn_statistics(build_model("resfcn256", base_filters=4, resolution=64)))
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +168,6 @@ def test_cache_can_be_switched_off_and_an_unwritable_cache_is_harmless(tiny, ima
 
 def test_load_network_and_predictor_report_their_engine(tmp_path, cache):
     from prnet_keras.inference import Predictor
-    from tests.model.conftest import make_layout
 
     layout = make_layout(64)
     model = build_model("resfcn256", base_filters=4, resolution=64)

@@ -14,19 +14,13 @@ from prnet_keras.errors import InputError, ModelFileError  # noqa: E402
 from prnet_keras.model import build_model  # noqa: E402
 from prnet_keras.model.export import ExportError, export_model, layout_sidecar  # noqa: E402
 from prnet_keras.model.io import load_network  # noqa: E402
+from tests.model.conftest import with_bn_statistics  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny ResFCN256 with non-trivial BN statistics (so BN folding in converters is exercised)."""
-    model = build_model("resfcn256", base_filters=4)
-    rng = np.random.default_rng(0)
-    for var in model.weights:
-        if var.path.endswith(("moving_variance", "gamma")):
-            var.assign(rng.uniform(0.5, 1.5, var.shape).astype(np.float32))
-        elif var.path.endswith(("moving_mean", "beta")):
-            var.assign(rng.normal(0, 0.1, var.shape).astype(np.float32))
-    return model
+    return with_bn_statistics(build_model("resfcn256", base_filters=4))
 
 
 @pytest.fixture(scope="module")
