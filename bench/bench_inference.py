@@ -202,7 +202,7 @@ def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[f
     return stages
 
 
-def network_only(args: argparse.Namespace, engine: str) -> int:
+def network_only(args: argparse.Namespace, engine: str | None) -> int:
     """Batched network throughput per model x dtype policy x batch size (see module doc)."""
     import keras
 
@@ -249,17 +249,14 @@ def main() -> int:
                     help="--network-only: dtype policies (default float32, plus mixed_bfloat16 on an accelerator)")
     args = ap.parse_args()
     if args.network_only:
-        from prnet_keras.config import section
+        return network_only(args, args.engine)
 
-        return network_only(args, args.engine or section("inference").get("engine", "auto"))
-
-    from prnet_keras.config import section
     from prnet_keras.model import build_model
     from prnet_keras.model.engines import keras_forward
     from prnet_keras.model.fold import fold_batch_norm
     from prnet_keras.model.io import Network
 
-    engine = args.engine or section("inference").get("engine", "auto")
+    engine = args.engine  # None: config inference.engine (model.engines.keras_forward)
 
     env = environment()
     print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "load_average_1min")})

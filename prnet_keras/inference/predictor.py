@@ -74,14 +74,15 @@ class Predictor:
         self.min_face_size = min_face_size
         self.crop_cfg = crop_cfg or section("crop")
         if _is_keras_model(network):
+            from prnet_keras.model.engines import keras_forward
             from prnet_keras.model.fold import fold_batch_norm  # keras is loaded: a keras.Model was given
-            from prnet_keras.model.io import Network, keras_forward
+            from prnet_keras.model.io import Network
 
             if tuple(network.input_shape[1:]) != (layout.resolution, layout.resolution, 3):
                 raise InputError(f"Predictor: {network.name} takes input {network.input_shape}, the UV layout "
                                  f"needs (None, {layout.resolution}, {layout.resolution}, 3)")
             net = fold_batch_norm(network) if fold_bn else network
-            forward, used = keras_forward(net, engine or section("inference").get("engine", "auto"))
+            forward, used = keras_forward(net, engine)
             network = Network(name=network.name, kind="keras", layout=layout, forward=forward,
                               resolution=layout.resolution, model=network, batch_size=self.batch_size, engine=used)
         self.engine: str = getattr(network, "engine", "") or "callable"  # what runs the network

@@ -166,9 +166,14 @@ def openvino_forward(model: Any, threads: int | None = None, cache: bool = False
     return forward
 
 
-def keras_forward(model: Any, engine: str = "auto", cache: bool = False) -> tuple[ForwardFn, str]:
-    """(forward, engine used) for a keras.Model; ``engine`` is one of ENGINES, ``cache`` keeps
-    an OpenVINO conversion for the next load of the same weights (see module doc)."""
+def keras_forward(model: Any, engine: str | None = None, cache: bool = False) -> tuple[ForwardFn, str]:
+    """(forward, engine used) for a keras.Model; ``engine`` is one of ENGINES (None: the
+    default configuration's ``inference.engine``), ``cache`` keeps an OpenVINO conversion
+    for the next load of the same weights (see module doc)."""
+    if engine is None:
+        from prnet_keras.config import section
+
+        engine = section("inference").get("engine", "auto")
     if engine not in ENGINES:
         raise InputError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "keras" or (engine == "auto" and (openvino_unavailable_reason() or _tf_sees_gpu())):

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 
 from prnet_keras import LABEL_SCALE
-from prnet_keras.config import section
 from prnet_keras.errors import InputError, ModelFileError
 from prnet_keras.geometry.uv import UVLayout, load_uv_layout
 from prnet_keras.model.checkpoint import checkpoint_prefix, is_tf1_checkpoint
@@ -212,8 +211,6 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fo
         kind = "keras" if p.suffix == ".keras" else "checkpoint"
         p = p if kind == "keras" else checkpoint_prefix(p)
         model = load_keras_model(p)
-        if engine is None:
-            engine = section("inference").get("engine", "auto")
         forward, used = keras_forward(fold_batch_norm(model) if fold_bn else model, engine, cache=True)
         resolution = int(model.input_shape[1])
     elif p.suffix in (".tflite", ".onnx"):
