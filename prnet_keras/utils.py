@@ -81,9 +81,10 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def reference_data_dir() -> Path | None:
-    """The optional folder of real samples (``../shared/reference-data``), or None.
+    """The optional folder of real reference samples, or None.
 
-    ``PRNET_REFERENCE_DATA`` overrides the location. The project never needs it to run;
+    ``PRNET_REFERENCE_DATA`` names it; otherwise a ``shared/reference-data`` folder beside or
+    inside the checkout is used when present. The project never needs it to run;
     tests that use it skip when it is absent.
     """
     env = os.environ.get("PRNET_REFERENCE_DATA")

@@ -1,6 +1,6 @@
 """Shared fixtures. Area-specific fixtures live in tests/<area>/conftest.py.
 
-Reference data (``../shared/reference-data`` or ``$PRNET_REFERENCE_DATA``) is optional:
+Reference data (``prnet_keras.utils.reference_data_dir()``) is optional:
 tests that need it use the ``reference_data`` fixture and skip with a clear reason.
 """
 
@@ -29,7 +29,7 @@ from prnet_keras.utils import reference_data_dir  # noqa: E402
 def reference_data() -> Path:
     path = reference_data_dir()
     if path is None:
-        pytest.skip("reference data absent: ../shared/reference-data not found (set PRNET_REFERENCE_DATA)")
+        pytest.skip("reference data absent (set PRNET_REFERENCE_DATA to its folder)")
     return path
 
 

@@ -155,7 +155,7 @@ def stage_reconstruct(out: Path, data: Path, model: Path) -> None:
         _run(load_model.main, ["--image", str(photo), "--model", str(model), "--output", str(out / "reconstruct"),
                                "--outputs", "obj,figure", "--detector", "mtcnn"], ok=(0, 1))
     else:
-        print("(no real photo: ../shared/reference-data is absent; the synthetic image stands alone)")
+        print("(no real photo: the reference data is absent; the synthetic image stands alone)")
 
 
 def main(argv: list[str] | None = None) -> int:

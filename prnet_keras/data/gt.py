@@ -1,4 +1,4 @@
-"""Ground-truth position maps from a morphable-model fit (DESIGN §3).
+"""Ground-truth position maps from a morphable-model fit (docs/conventions.md).
 
 parameters -> model vertices -> 3DDFA pose -> y flip -> keypoint box × 1.5 (seeded
 perturbation for training sets) -> similarity onto 256² -> UV position map, plus the crop.

@@ -1,4 +1,4 @@
-"""Synthetic datasets in the exact 300W-LP and AFLW2000-3D layouts (DESIGN §7, issue 3 §1).
+"""Synthetic datasets in the exact 300W-LP and AFLW2000-3D layouts.
 
 :func:`generate_dataset` renders faces of any morphable model (``--bfm`` spec, default the
 synthetic model) with random identity, expression, pose, skin tone, light, cluttered

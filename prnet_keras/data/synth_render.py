@@ -2,7 +2,7 @@
 
 Everything here is plain numpy / OpenCV / numba (no TensorFlow), deterministic for a given
 ``numpy.random.Generator``, and works with any :class:`MorphableModel`. Image frame: x right,
-y down, z larger = nearer (DESIGN §3); colours are RGB float32 in [0, 1] until encoded.
+y down, z larger = nearer (docs/conventions.md); colours are RGB float32 in [0, 1] until encoded.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Face crops: keypoint / detector boxes and the similarity transform onto the 256² crop (DESIGN §3).
+"""Face crops: keypoint / detector boxes and the similarity transform onto the 256² crop (docs/conventions.md).
 
 A crop is described by its 3x3 matrix ``T`` (image pixels -> crop pixels, scale k, no
 rotation): [x', y', 1] = T·[x, y, 1] and z' = k·z.

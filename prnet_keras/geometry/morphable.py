@@ -295,7 +295,7 @@ def load_mean_bfm(folder: str | Path, n_shape: int = 199, n_exp: int = 29, n_tex
     """The BFM *mean* geometry (53,215 vertices) with zero identity/expression bases.
 
     ``folder`` holds ``u_shp.npy``, ``u_exp.npy``, ``tri.mat``, ``BFM_UV.mat`` and
-    ``BFM_info.mat`` (see ``../shared/reference-data/bfm-mean``). Bases are zero arrays of
+    ``BFM_info.mat`` (docs/conventions.md lists their keys). Bases are zero arrays of
     the real dimensions (stored as read-only broadcasts, no memory), std devs are 1, and
     the texture is a uniform skin tone: the real topology, UV, keypoints and regions.
     """

@@ -1,4 +1,4 @@
-"""Pose and cameras in the 3DDFA convention (DESIGN §3).
+"""Pose and cameras in the 3DDFA convention (docs/conventions.md).
 
 Angles are (pitch φ, yaw γ, roll θ) in radians and R = Rx(φ)·Ry(γ)·Rz(θ) with
 

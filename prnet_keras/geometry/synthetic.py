@@ -1,4 +1,4 @@
-"""A procedural morphable face model: deterministic from a seed, no files needed (DESIGN §7).
+"""A procedural morphable face model: deterministic from a seed, no files needed.
 
 The surface is a grid over (θ, y): θ is the angle around a vertical axis (-100°..100°,
 0 = straight ahead) and y the height; each horizontal section is an ellipse of half-width

@@ -1,4 +1,4 @@
-"""Face detection and the crop square each detection gives (DESIGN §3 Inference).
+"""Face detection and the crop square each detection gives (docs/conventions.md, crops).
 
 Detectors return :class:`Detection` objects in image pixels (x right, y down). The crop
 square is derived by :func:`crop_square`:

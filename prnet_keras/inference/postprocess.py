@@ -1,5 +1,5 @@
 """From a predicted position map to a :class:`Face`: mesh, landmarks, colours, visibility,
-pose, depth, texture (DESIGN §3 Inference).
+pose, depth, texture.
 
 Frames (all float32 pixels):
 

@@ -1,4 +1,4 @@
-"""ResFCN256, the official PRNet encoder-decoder (DESIGN §4), in backend-neutral Keras 3.
+"""ResFCN256, the official PRNet encoder-decoder, in backend-neutral Keras 3.
 
 Every layer is named after the official TF1 variable scope with ``/`` replaced by ``__``
 (Keras forbids ``/`` in layer names, PyTorch ``.``), so the TF1 variable ``resfcn256/resBlock_3/

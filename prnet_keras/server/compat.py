@@ -1,4 +1,4 @@
-"""Routes compatible with the PRNet-keras server (DESIGN §6): GET /, POST /predict, /extract, /evaluate.
+"""Routes compatible with the PRNet-keras server: GET /, POST /predict, /extract, /evaluate.
 
 Request and response shapes are the peer's; what differs is what the peer lacked: limits,
 validation with 4xx errors naming the field, and 200 with an empty ``faceMeshList`` when

@@ -4,7 +4,7 @@ Names and order follow the peer API: sparse 2D, sparse 3D, dense 2D, dense 3D,
 reconstruction 2D, reconstruction 3D. Values are percentages (NME × 100):
 
 * sparse: the 68 landmarks (``kpt_idx``) / sqrt(w·h) of the ground-truth 68-point 2D box
-  (the standard AFLW2000-3D normaliser, DESIGN §5);
+  (the standard AFLW2000-3D normaliser);
 * dense: all vertices, same normaliser; needs the same vertex count (same UV layout),
   else ``None``;
 * reconstruction: rigid ICP of the predicted vertices onto the ground-truth vertices, then

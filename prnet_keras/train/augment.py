@@ -6,7 +6,7 @@ scale about the centre, translation). The image is warped with OpenCV; the posit
 same 2x3 and its z is multiplied by the scale, so image and label stay consistent.
 Photometric augmentation (per-channel colour scaling, synthetic occluders) touches the
 image only. Ranges come from the ``augment`` section of ``configure/defaults.json``
-(the paper's recipe, DESIGN §4).
+(the paper's recipe).
 
 Sampling (:func:`sample_params`) and application (:func:`apply_params`) are separate so a
 batch's parameters can be inspected or fixed by hand (tests, debugging).

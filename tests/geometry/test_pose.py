@@ -10,7 +10,7 @@ from prnet_keras.geometry import pose
 
 
 def test_angles_to_rotation_known_matrices():
-    # Yaw +90°: Ry = [[0, 0, -1], [0, 1, 0], [1, 0, 0]] (DESIGN §3 sign convention).
+    # Yaw +90°: Ry = [[0, 0, -1], [0, 1, 0], [1, 0, 0]] (3DDFA sign convention).
     r = pose.angles_to_rotation([0.0, np.pi / 2, 0.0])
     np.testing.assert_allclose(r, [[0, 0, -1], [0, 1, 0], [1, 0, 0]], atol=1e-12)
     # Pitch +90°: Rx = [[1, 0, 0], [0, 0, 1], [0, -1, 0]].

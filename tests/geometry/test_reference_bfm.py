@@ -1,7 +1,7 @@
 """Checks against the real reference data (mean-only BFM, official uv-data, AFLW2000-3D fits).
 
 All tests here take the ``reference_data`` fixture (via mean_bfm / official_layout) and skip
-when ../shared/reference-data is absent.
+when the reference data is absent.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_landmarks_match_model_keypoints_and_pt3d(faces, posed_samples):
         assert err.mean() < 1.0, (s.name, err.mean())  # UV-pixel rounding only
         lo, hi = s.pt3d[:, :2].min(0), s.pt3d[:, :2].max(0)
         nme = np.linalg.norm(face.keypoints[:, :2] - s.pt3d[:, :2], axis=1).mean() / np.sqrt(np.prod(hi - lo))
-        assert nme < 0.04, (s.name, nme)  # the mean face lands within 2-3 % (DESIGN §3)
+        assert nme < 0.04, (s.name, nme)  # the mean face lands within 2-3 %: identity/expression are what is missing
 
 
 def test_pose_within_one_degree(faces, posed_samples):

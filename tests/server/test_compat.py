@@ -1,4 +1,4 @@
-"""PRNet-keras-compatible API (DESIGN §6): request/response shapes, mesh .mat contents, fits, metrics."""
+"""PRNet-keras-compatible API: request/response shapes, mesh .mat contents, fits, metrics."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_reference_photo_and_aflw_fit(reference_data, mean_bfm, official_layout,
         assert mesh["vertices"].shape == (official_layout.n_vertices, 3)
         pt3d = scipy.io.loadmat(io.BytesIO(fit))["pt3d_68"]
         kp = mesh["vertices"][mesh["kptIdxs"].reshape(-1)]
-        # mean-shape GT keypoints land within a few % of the annotated ones (DESIGN §3 check)
+        # mean-shape GT keypoints land within a few % of the annotated ones (the missing identity)
         err = np.linalg.norm(kp[:, 0:1] - pt3d[0][:, None], axis=1).mean()
         assert err < 0.1 * (pt3d[0].max() - pt3d[0].min())
 

@@ -1,6 +1,6 @@
 """Request/response fixtures of the PRNet-keras API (tests/server/fixtures/compat_requests.json).
 
-The response models below restate DESIGN §6 strictly (no extra keys, exact types) so any
+The response models below restate the PRNet-keras API strictly (no extra keys, exact types) so any
 drift from what PRNet-keras clients parse fails here.
 """
 
