@@ -52,6 +52,8 @@ def main() -> int:
     print("machine: " + ", ".join(f"{k}={v}" for k, v in env.items()), flush=True)
     ref = reference_data_dir()
     bfm = args.bfm or (str(ref / "bfm-mean") if ref else "synthetic:bfm")
+    # the result names the model, not a path on the measuring machine
+    bfm_label = "mean-only BFM (reference data)" if ref and not args.bfm else bfm
     work = Path(tempfile.mkdtemp(prefix="bench_build_"))
     src = Path(args.keep) if args.keep else work / "300W_LP"
     try:
@@ -76,7 +78,7 @@ def main() -> int:
               + f", total {cpu_ms:.2f} -> {cpu_rate:.0f} samples/s on {args.workers} free cores")
         print(f"load average during the run: {load}")
         result = {
-            "name": "build", "environment": env, "bfm": bfm, "store": args.store, "workers": args.workers,
+            "name": "build", "environment": env, "bfm": bfm_label, "store": args.store, "workers": args.workers,
             "samples": n, "skipped": s.skipped, "wall_s": wall, "samples_per_s": rate,
             "stage_cpu_ms_per_sample": per, "cpu_ms_per_sample": cpu_ms, "cpu_bound_samples_per_s": cpu_rate,
             "load_average_1min": load, "file_bytes": size, "target_samples_per_s": 200,
