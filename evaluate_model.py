@@ -1,3 +1,6 @@
+"""``python evaluate_model.py ...``: the same command as ``prnet-evaluate``."""
+
 from prnet_keras.cli.evaluate_model import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # spawn workers re-import this file; they must not re-run the command
+    raise SystemExit(main())
