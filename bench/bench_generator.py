@@ -144,7 +144,7 @@ def main() -> int:
     write_json(ROOT / "bench" / "results" / "generator.json", {
         "benchmark": "generator", "environment": env,
         "input": str(args.hdf5 or f"synthetic 300wlp x{args.count}, listed x{args.repeat}"),
-        "batch": args.batch, "augment": "configure/defaults.json 'augment' (all on)", "formats": results,
+        "batch": args.batch, "augment": "packaged defaults 'augment' (all on)", "formats": results,
         "samples_per_s": best, "reported_format": best_label, "reported_mode": "threads",
         "target_samples_per_s": 1000})
     print(f"fastest format: {best_label}, {args.workers} worker threads")

@@ -164,7 +164,7 @@ def test_mtcnn_min_face_size_is_honoured(reference_data):
         np.testing.assert_allclose(found.box, ref.box, atol=0.1 * (ref.box[2] - ref.box[0]))
         scales = _scale_pyramid(450, 450, size, 0.709)
         assert scales[0] == pytest.approx(12 / size) and 450 * scales[-1] >= 12 > 450 * scales[-1] * 0.709
-    assert get_detector("mtcnn").min_face_size == 40  # configure/defaults.json inference.min_face_size
+    assert get_detector("mtcnn").min_face_size == 40  # packaged defaults: inference.min_face_size
     assert MTCNNDetector(0.9, min_face_size=500)(img) == []  # no 500 px face fits a 450 px image
     with pytest.raises(InputError, match="min_face_size"):
         MTCNNDetector(0.9, min_face_size=8)
