@@ -1,10 +1,12 @@
 # prnet-keras: `make demo` sets everything up and runs the quickstart; `make test` runs the tests.
+# GPU=1 (e.g. `make demo GPU=1`) installs TensorFlow with NVIDIA's CUDA libraries instead of the CPU wheel.
 PY := .venv/bin/python
+GPU ?= 0
 
 .PHONY: setup demo test test-fast bench clean
 
 setup:
-	@bash scripts/setup.sh
+	@GPU=$(GPU) bash scripts/setup.sh
 
 demo: setup
 	@$(PY) -m prnet_keras.cli.demo --out quickstart
