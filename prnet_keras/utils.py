@@ -1,10 +1,11 @@
-"""Small shared helpers: atomic file writes, JSON-safe conversion, reference-data lookup."""
+"""Small shared helpers: atomic file writes, JSON-safe conversion, progress bars, reference-data lookup."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +28,19 @@ FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file: mkstemp's 0600
 def usable_cores() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def progress_bar(total: int, desc: str | None = None, unit: str = "it", enabled: bool = True, initial: int = 0) -> Any:
+    """A tqdm progress bar on stderr; a silent one when ``enabled`` is False or stderr is not a
+    terminal (logs and pipes get no bar). ``update(n)`` / ``close()`` / ``write(text)`` work either way."""
+    from tqdm import tqdm
+
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stderr
+        terminal = False
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                smoothing=0.1, disable=not (enabled and terminal))
 
 
 @contextlib.contextmanager

@@ -14,16 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, command_name, run_cli
 from prnet_keras.errors import PRNetError
 from prnet_keras.utils import usable_cores
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="build_dataset.py", description="Build position-map HDF5 files "
-                                "(subcommands: merge, synth; see `build_dataset.py merge -h`).")
+    name = command_name()
+    p = cli_parser(f"Build position-map HDF5 files (subcommands: merge, synth; see `{name} merge -h`, "
+                   f"`{name} synth -h`).")
     p.add_argument("--source", required=True, help="dataset folder or its original .zip")
-    p.add_argument("--layout", default="auto", choices=["auto", "300wlp", "aflw2000"])
+    p.add_argument("--layout", default="auto", choices=["auto", "300wlp", "aflw2000"],
+                   help="dataset layout; auto tells them apart by their folders and .mat keys")
     p.add_argument("--bfm", default="synthetic",
                    help="morphable model: synthetic | synthetic:bfm | face3d BFM.mat | mean-only BFM folder")
     p.add_argument("--uv-data", default=None, help="official PRNet uv-data folder or a saved layout .npz "
@@ -34,38 +36,42 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="crops", choices=["crops", "raw"],
                    help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters")
     p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "raw"], help="how crops are stored (crops store)")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored crops (1-100)")
     p.add_argument("--compression", default="gzip", choices=["gzip", "none"],
                    help="image-sized chunks (maps, raw crops): gzip (compact, default) or none "
                    "(~2x the bytes; training reads skip the inflation, ~2x faster generator)")
-    p.add_argument("--workers", type=int, default=usable_cores(), help="worker processes (default: usable cores)")
+    p.add_argument("--workers", type=int, default=usable_cores(),
+                   help="worker processes (default: the usable cores, here %(default)s)")
     p.add_argument("--shard", default=None, help="I/N: build shard I of N (join them with `merge`)")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--commit-every", type=int, default=None, help="samples per committed chunk (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train-mode crop perturbation")
+    p.add_argument("--commit-every", type=int, default=None,
+                   help="samples per committed chunk, the unit --resume keeps (default: configuration data.commit_every)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted build (OUT.partial)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished build")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     return p
 
 
 def _merge_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="build_dataset.py merge", description="Join --shard I/N outputs into one file.")
+    p = cli_parser("Join --shard I/N outputs into one file.", prog=f"{command_name()} merge")
     p.add_argument("inputs", nargs="+", help="shard .hdf5 files (any order)")
-    p.add_argument("--out", "--hdf5dir", dest="out", required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", "--hdf5dir", dest="out", required=True, help="output .hdf5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     return p
 
 
 def _synth_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="build_dataset.py synth",
-                                description="Write a synthetic dataset in the 300W-LP or AFLW2000-3D layout.")
-    p.add_argument("--layout", required=True, choices=["300wlp", "aflw2000"])
+    p = cli_parser("Write a synthetic dataset in the 300W-LP or AFLW2000-3D layout.", prog=f"{command_name()} synth")
+    p.add_argument("--layout", required=True, choices=["300wlp", "aflw2000"], help="folder layout and .mat keys")
     p.add_argument("--count", type=int, required=True, help="images to write (300wlp: half are _Flip twins)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bfm", default="synthetic")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="seed of faces, poses and pictures (same seed, same files)")
+    p.add_argument("--bfm", default="synthetic",
+                   help="morphable model the faces are drawn from: synthetic | synthetic:bfm | face3d BFM.mat | "
+                        "mean-only BFM folder")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     return p
 
 
@@ -94,7 +100,7 @@ def _run(argv: list[str]) -> int:
             raise PRNetError(f"--count {a.count}: expected >= 1")
         from prnet_keras.data.synth import generate_dataset
 
-        paths = generate_dataset(a.out, a.layout, a.count, a.seed, a.bfm, a.workers)
+        paths = generate_dataset(a.out, a.layout, a.count, a.seed, a.bfm, a.workers, progress=not a.no_progress)
         print(f"wrote {len(paths)} images to {a.out}")
         return 0
     a = _build_parser().parse_args(argv)
@@ -108,7 +114,6 @@ def _run(argv: list[str]) -> int:
         progress=not a.no_progress,
     )
     return _report(summary)
-
 
 
 if __name__ == "__main__":

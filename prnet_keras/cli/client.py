@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 from prnet_keras.errors import InputError, PRNetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -112,17 +112,17 @@ def _default_url() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prnet-client", description=__doc__.split("\n\n")[0])
+    p = cli_parser(__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--image", help="one image file")
     src.add_argument("-d", "--imagedir", help="a folder of images (non-recursive)")
-    p.add_argument("-u", "--serverurl", default=None, help="server URL (default: http://<config server.host>:<port>)")
+    p.add_argument("-u", "--serverurl", default=None, help="server URL (default: http://<configuration server.host>:<server.port>)")
     p.add_argument("--api", choices=("compat", "native"), default="compat", help="which API to call")
     p.add_argument("--mattype", choices=("normal", "dotnet"), default="normal", help="compatible API mesh layout")
     p.add_argument("--outputs", default="landmarks,pose,mesh_obj,mesh_ply", help="native API outputs (comma-separated)")
     p.add_argument("--out", default=None, help="folder for the returned meshes (.mat / .obj / .ply) and JSON")
     p.add_argument("--no-evaluate", action="store_true", help="compatible API: skip /evaluate even when a .mat is present")
-    p.add_argument("--api-key-env", default="PRNET_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--api-key-env", default="PRNET_API_KEY", help="environment variable holding the API key (unset or empty: no key sent)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     return p
 

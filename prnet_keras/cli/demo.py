@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import HelpFormatter, run_cli
 from prnet_keras.errors import PRNetError
 
 
@@ -158,15 +156,24 @@ def stage_reconstruct(out: Path, data: Path, model: Path) -> None:
         print("(no real photo: the reference data is absent; the synthetic image stands alone)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="quickstart", help="output folder (default: quickstart/)")
-    parser.add_argument("--seed", type=int, default=0)
+class _DemoHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The module docstring (a numbered list of stages) as written; defaults as every CLI shows them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_DemoHelpFormatter)
+    parser.add_argument("--out", default="quickstart", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training")
     parser.add_argument("--train-images", type=int, default=400, help="synthetic 300W-LP images (half _Flip twins)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic AFLW2000-3D images")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: configure/quickstart.json)")
-    parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)))
-    args = parser.parse_args(argv)
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the packaged quickstart configuration)")
+    parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                        help="worker processes for data generation and building, data loaders for training")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from prnet_keras.config import load_config

@@ -13,15 +13,14 @@ Exit status: 0 done, 2 on a usage or input error, 130 when interrupted (rerun wi
 from __future__ import annotations
 
 import argparse
-import os
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 from prnet_keras.errors import PRNetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate_model.py", description="Evaluate a PRNet model (or predictions) "
-                                "with the literature's NME metrics; writes CSV, summary.json, results.md and CED PNGs.")
+    p = cli_parser("Evaluate a PRNet model (or predictions) with the literature's NME metrics; writes CSV, "
+                   "summary.json, results.md and CED PNGs.")
     p.add_argument("--model", "--modeldir", dest="model", default=None,
                    help="model: .keras file, SavedModel folder, official checkpoint prefix, 'oracle' (the ground "
                         "truth itself), or a folder of predictions <name>.npy / <name>.mat")
@@ -32,11 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="morphable model for --datadir: synthetic | synthetic:bfm | BFM.mat | mean-only BFM folder")
     p.add_argument("--uv-data", default=None, help="UV layout (official uv-data folder or .npz); for --datadir "
                    "without a network, and for networks that lack their layout file")
-    p.add_argument("--outputdir", default="evaluation", help="output folder (default: evaluation)")
+    p.add_argument("--outputdir", default="evaluation", help="output folder")
     p.add_argument("--evalidxs", type=int, nargs="+", default=None, metavar="I",
                    help="metrics: 0 sparse 2D, 1 sparse 3D, 2 dense 2D, 3 dense 3D, 4 reconstruction 2D, "
                         "5 reconstruction 3D (default: all)")
-    p.add_argument("--batchsize", type=int, default=16)
+    p.add_argument("--batchsize", type=int, default=16, help="images per network call")
     p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
                         "(default: config inference.engine)")
@@ -49,14 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconstruction normaliser (default: interocular, outer eye corners 36-45)")
     p.add_argument("--icp", default=None, choices=["open3d", "scipy", "simpleicp"],
                    help="ICP backend (default open3d, scipy when open3d is unavailable)")
-    p.add_argument("--icp-method", default="point_to_plane", choices=["point_to_plane", "point_to_point"])
+    p.add_argument("--icp-method", default="point_to_plane", choices=["point_to_plane", "point_to_point"],
+                   help="ICP error metric (open3d and scipy backends)")
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                    help="earlier output folders to overlay in the CED plots and the table")
     p.add_argument("--resume", action="store_true", help="skip images already in OUTPUTDIR/per_image.csv")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument("--gallery", type=int, default=12, help="worst images drawn in worst_<metric>.png (0: none)")
     p.add_argument("--config", default=None, help="named configuration or JSON file (section 'evaluate')")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
     return p
 
 
@@ -70,7 +70,6 @@ def _print_summary(summary: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow start-up chatter is not for users
     args = build_parser().parse_args(argv)
     return run_cli(lambda: _run(args), "interrupted: finished batches are kept; rerun with --resume to continue")
 
@@ -103,7 +102,6 @@ def _run(args: argparse.Namespace) -> int:
     _print_summary(summary)
     print(f"results in {args.outputdir} (per_image.csv, summary.json, results.md, ced_*.png)")
     return 0
-
 
 
 if __name__ == "__main__":

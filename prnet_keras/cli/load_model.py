@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 from prnet_keras.config import section
 from prnet_keras.errors import InputError, PRNetError
 
@@ -32,21 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     from prnet_keras.inference.writers import OUTPUTS
 
     cfg = section("inference")
-    p = _Parser(prog="prnet-predict", description="PRNet face reconstruction from images.")
+    p = cli_parser("PRNet face reconstruction from images.", parser_class=_Parser)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")
     p.add_argument("--model", type=Path, required=True, help=".keras file, SavedModel folder or official checkpoint prefix")
     p.add_argument("--uv-data", type=Path, default=None,
                    help="UV layout: official uv-data folder or .npz (default: found beside the model)")
-    p.add_argument("--output", type=Path, default=Path("output"), help="output folder (default: ./output)")
-    p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"comma list of {','.join(OUTPUTS)} (default {DEFAULT_OUTPUTS})")
+    p.add_argument("--output", type=Path, default=Path("output"), help="output folder")
+    p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"comma list of {','.join(OUTPUTS)}")
     p.add_argument("--detector", choices=("mtcnn", "opencv", "dlib", "none"), default=cfg["detector"],
                    help="face detector; 'none' uses the whole image (or --bbox) as the face box")
     p.add_argument("--bbox", default=None, help="face box 'left,top,right,bottom' in pixels (skips detection)")
     p.add_argument("--min-confidence", type=float, default=cfg["min_confidence"], help="MTCNN score threshold")
     p.add_argument("--min-face-size", type=int, default=cfg.get("min_face_size", 40),
-                   help="MTCNN: smallest face searched, in pixels (default 40; 20 finds smaller faces, ~1.5x slower)")
+                   help="MTCNN: smallest face searched, in pixels (20 finds smaller faces, ~1.5x slower)")
     p.add_argument("--engine", default=cfg.get("engine", "auto"), choices=("auto", "keras", "openvino"),
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true",
                    help="open interactive open3d viewers; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar for --input-dir (none either when stderr is not a terminal)")
     return p
 
 
@@ -85,18 +87,25 @@ def process_images(
     paths: Sequence[Path], predictor: Any, out_dir: Path, outputs: list[str], root: Path | None = None,
     detector: str = "mtcnn", bbox: list[float] | None = None, batch: int = 8, texture_size: int | None = None,
     visibility_mask: bool = False, mat_type: str = "normal", log=print, keep_faces: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Run the predictor over ``paths`` in batches and write the outputs; bad images are skipped.
 
     Faces go to ``out_dir/<relative folder>/<image stem>_<k>*``. Returns a summary dict:
     images, faces, written (paths), skipped [(path, reason)], faces_by_image, and with
     ``keep_faces`` face_objects [(output stem path, Face)] (for viewers; otherwise faces are dropped as written).
+    ``progress`` shows a bar over the images on stderr (when it is a terminal); ``log`` lines go above it.
     """
     from prnet_keras.inference.images import load_image
     from prnet_keras.inference.writers import write_face_outputs
+    from prnet_keras.utils import progress_bar
 
     summary: dict[str, Any] = {"images": 0, "faces": 0, "written": [], "skipped": [], "faces_by_image": {}}
     whole_image = detector == "none" and bbox is None
+    bar = progress_bar(len(paths), "predict", "img", progress)
+    if not bar.disable:
+        def log(message: str) -> None:  # above the bar (on stderr, where the bar is), not through it
+            bar.write(message, file=sys.stderr)
     for start in range(0, len(paths), max(1, batch)):
         chunk, images = [], []
         for p in paths[start:start + batch]:
@@ -107,6 +116,7 @@ def process_images(
                 summary["skipped"].append((str(p), str(exc)))
                 log(f"skip: {exc}")
         if not chunk:
+            bar.update(len(paths[start:start + batch]))
             continue
         boxes = None
         if bbox is not None or whole_image:
@@ -126,6 +136,8 @@ def process_images(
                 summary["faces"] += 1
                 if keep_faces:
                     summary.setdefault("face_objects", []).append((out_dir / rel / f"{p.stem}_{k}", face))
+        bar.update(len(paths[start:start + batch]))
+    bar.close()
     return summary
 
 
@@ -187,6 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
                                           min_face_size=args.min_face_size, engine=args.engine)
+    except ModuleNotFoundError:
+        raise  # run_cli names the package and the extra that brings it
     except ImportError as exc:
         raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
     except PRNetError:
@@ -195,7 +209,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              args.texture_size, args.visibility_mask, args.mat_type,
-                             log=lambda m: print(m, file=sys.stderr), keep_faces=args.show)
+                             log=lambda m: print(m, file=sys.stderr), keep_faces=args.show,
+                             progress=not args.no_progress)
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
           f"{args.output}, {len(summary['skipped'])} skipped")
     if args.show and summary.get("face_objects"):

@@ -15,33 +15,33 @@ import os
 import sys
 from typing import Any
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 from prnet_keras.errors import PRNetError
 
 UNTRAINED_PREFIX = "untrained:"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prnet-serve", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = cli_parser(__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True,
                    help="model: .keras file, SavedModel folder or official checkpoint prefix; "
                         "'untrained:light' / 'untrained:resfcn256' for random weights (testing only)")
     p.add_argument("--uv-data", default=None, help="UV layout: official uv-data folder or .npz (default: beside the model)")
     p.add_argument("--bfm", default="synthetic",
                    help="morphable model the UV layout came from (for /extract and /evaluate with fit .mat files)")
-    p.add_argument("--detector", default=None, help="face detector: mtcnn | opencv | dlib (default: config inference.detector)")
+    p.add_argument("--detector", default=None, help="face detector: mtcnn | opencv | dlib (default: configuration inference.detector)")
     p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
-                        "(default: config inference.engine)")
-    p.add_argument("--host", default=None, help="bind address (default: config server.host, 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: config server.port, 20000)")
-    p.add_argument("--config", default=None, help="named configuration or JSON file overriding configure/defaults.json")
+                        "(default: configuration inference.engine)")
+    p.add_argument("--host", default=None, help="bind address (default: configuration server.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: configuration server.port, 20000)")
+    p.add_argument("--config", default=None, help="configuration: a JSON file, or a NAME looked up as "
+                   "./configure/NAME.json, then among the packaged ones")
     p.add_argument("--api-key-env", default="PRNET_API_KEY",
                    help="environment variable holding the API key; unset or empty = no key required")
-    p.add_argument("--workers", type=int, default=None, help="inference threads (config server.workers)")
-    p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504")
+    p.add_argument("--workers", type=int, default=None, help="inference threads (default: configuration server.workers)")
+    p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503 (default: configuration server.queue_size)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504 (default: configuration server.timeout_s)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="micro-batch the network calls of concurrent requests, waiting up to this long for company "
                         "(0 = off); pays off with --workers > 2")
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable); CORS is off by default")
     p.add_argument("--icp", default="scipy", choices=("scipy", "open3d", "simpleicp"), help="ICP backend for /evaluate")
-    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="server log verbosity (uvicorn and prnet_keras)")
     return p
 
 

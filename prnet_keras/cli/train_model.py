@@ -1,7 +1,7 @@
 """train_model.py / prnet-train: train or resume PRNet on position-map HDF5 files.
 
 Thin: flags -> configuration dict -> ``prnet_keras.train.trainer.train``. Flags left out
-keep the value of ``--config`` (or configure/defaults.json). Flag names follow PRNet-keras
+keep the value of ``--config`` (or of the packaged defaults). Flag names follow PRNet-keras
 where it has them (--hdf5dir, --epochs, --batchsize, --learningrate, --lossfunct, --model,
 --start_epoch, --dropevery, --dropfactor).
 """
@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Any, Sequence
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -27,7 +27,8 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_model.py", description="Train (or resume) PRNet on position-map HDF5 files.")
+    p = cli_parser("Train (or resume) PRNet on position-map HDF5 files. Flags left out keep the value of --config "
+                   "(or of the packaged defaults).")
     d = p.add_argument_group("data")
     d.add_argument("--hdf5dir", help="folder holding train.hdf5 (and val.hdf5)")
     d.add_argument("--train", nargs="+", metavar="FILE", help="training HDF5 file(s) instead of --hdf5dir")
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch (quick runs)")
     d.add_argument("--validation-steps", type=int, help="cap on validation batches")
     d.add_argument("--sample-weights", choices=["yaw_balanced"], help="per-sample loss weights")
-    a = p.add_argument_group("augmentation (defaults: configure/defaults.json section 'augment')")
+    a = p.add_argument_group("augmentation (defaults: the configuration's section 'augment')")
     a.add_argument("--no-augment", action="store_true", help="switch every augmentation off")
     a.add_argument("--augment", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="override one augment option, e.g. rotation=false, scale_range=[0.9,1.1] (repeatable)")
@@ -48,16 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bn-momentum", type=float, help="BatchNorm moving-statistics momentum for every BN layer "
                    "(model default 0.99; 0.9 for runs of a few hundred steps)")
     m.add_argument("--init", help="initial weights: official checkpoint prefix, .keras or .weights.h5")
-    m.add_argument("--epochs", type=int)
+    m.add_argument("--epochs", type=int, help="epochs to train (default: configuration train.epochs)")
     m.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, help="first epoch of a fresh run")
-    m.add_argument("--batchsize", type=int)
-    m.add_argument("--learningrate", type=float)
-    m.add_argument("--lr-schedule", choices=["step", "cosine"])
+    m.add_argument("--batchsize", type=int, help="samples per step, over all devices (default: configuration train.batchsize)")
+    m.add_argument("--learningrate", type=float, help="initial learning rate (default: configuration train.learningrate)")
+    m.add_argument("--lr-schedule", choices=["step", "cosine"],
+                   help="step: multiply by --dropfactor every --dropevery epochs; cosine: decay to 0 over the run")
     m.add_argument("--dropevery", type=int, help="step schedule: epochs between drops (default 5)")
     m.add_argument("--dropfactor", type=float, help="step schedule: factor per drop (default 0.5)")
     m.add_argument("--lossfunct", help="weighted_mse (default), weighted_rmse, mse, weighted_l1")
-    m.add_argument("--seed", type=int)
-    m.add_argument("--mixed-precision", choices=["bf16", "fp16"])
+    m.add_argument("--seed", type=int, help="seed of weights, shuffling and augmentation")
+    m.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="compute in bfloat16 / float16, keep float32 weights")
     m.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     m.add_argument("--no-distribute", action="store_true", help="use one device even when several are visible")
     o = p.add_argument_group("output")
@@ -67,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--resume", action="store_true", help="require an existing run in --output and continue it")
     o.add_argument("--force", action="store_true", help="continue a run even though arguments differ")
     o.add_argument("--quiet", action="store_true", help="no per-epoch progress output")
-    p.add_argument("--config", help="configuration name (configure/NAME.json) or path")
+    p.add_argument("--config", help="configuration: a JSON file, or a NAME looked up as ./configure/NAME.json, then "
+                   "among the packaged ones (quickstart)")
     return p
 
 

@@ -33,7 +33,7 @@ from prnet_keras.data.worker import STAGES
 from prnet_keras.data.writer import concat_files, create_file
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import MorphableModel, UVLayout, load_morphable_model, load_uv_layout
-from prnet_keras.utils import atomic_path, atomic_write_text
+from prnet_keras.utils import atomic_path, atomic_write_text, progress_bar
 
 SETTINGS_FILE = "settings.json"
 
@@ -158,14 +158,6 @@ def write_skipped_csv(path: Path, entries: list[tuple[str, str, str]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="sample", dynamic_ncols=True, smoothing=0.1)
-
-
 def build_hdf5(
     source: str | os.PathLike,
     out: str | os.PathLike,
@@ -219,17 +211,15 @@ def build_hdf5(
     todo = [(k, chunks[k], str(parts[k])) for k in range(len(chunks)) if not parts[k].exists()]
     done_before = sum(len(chunks[k]) for k in range(len(chunks)) if parts[k].exists())
     stage = dict.fromkeys(STAGES, 0.0)
-    bar = _progress(len(refs), done_before, progress)
+    bar = progress_bar(len(refs), out.name, "sample", progress, initial=done_before)
     try:
         worker_model = model if given_model else str(bfm)
         for k, _, _, times in _run_chunks(todo, int(workers), (model, uv_layout, settings, attrs), worker_model):
             for key, v in times.items():
                 stage[key] += v
-            if bar is not None:
-                bar.update(len(chunks[k]))
+            bar.update(len(chunks[k]))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     t_assemble = time.thread_time()
     with atomic_path(out) as tmp:

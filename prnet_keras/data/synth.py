@@ -54,7 +54,7 @@ from prnet_keras import __version__
 from prnet_keras.data import synth_render as sr
 from prnet_keras.errors import InputError
 from prnet_keras.geometry.morphable import MorphableModel, load_morphable_model
-from prnet_keras.utils import atomic_write_bytes, write_json
+from prnet_keras.utils import atomic_write_bytes, progress_bar, write_json
 
 IMAGE_SIZE = 450
 SUBSETS = ("AFW", "HELEN", "IBUG", "LFPW")
@@ -208,6 +208,7 @@ def generate_dataset(
     occluders: bool = True,
     near_frontal_fraction: float | None = None,
     occluder_probability: float = 0.35,
+    progress: bool = False,
 ) -> list[Path]:
     """Render ``count`` synthetic images (+ ``.mat``) into ``out`` in the given layout.
 
@@ -216,6 +217,7 @@ def generate_dataset(
     near_frontal_fraction is the share of |yaw| <= 30° (default per layout, see
     ``DEFAULT_NEAR_FRONTAL``); occluders draws a patch / hand / sunglasses on a share
     ``occluder_probability`` of the images. ``workers > 1`` renders in a spawn process pool.
+    ``progress`` shows a bar on stderr (when it is a terminal).
     Returns the JPEG paths in sample order (300wlp: original then its twin).
     """
     _check(layout, count, seed, workers, near_frontal_fraction)
@@ -227,15 +229,24 @@ def generate_dataset(
     n_tasks = count if layout == "aflw2000" else count // 2
     tasks = [(layout, out, int(seed), i, frac, p_occ) for i in range(n_tasks)]
     model = bfm if isinstance(bfm, MorphableModel) else load_morphable_model(bfm)  # fails fast on a bad spec
-    if workers == 1 or n_tasks == 1:
-        _init_worker(model, in_pool=False)
-        results = [_run_task(t) for t in tasks]
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        # Workers rebuild the model from its spec (cheap, and no 100 MB pickle) unless given an object.
-        with cf.ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_init_worker,
-                                    initargs=(bfm,)) as pool:
-            results = list(pool.map(_run_task, tasks, chunksize=max(1, n_tasks // (8 * int(workers)))))
+    results = []
+    bar = progress_bar(count, out.name, "image", progress)
+    try:
+        if workers == 1 or n_tasks == 1:
+            _init_worker(model, in_pool=False)
+            for t in tasks:
+                results.append(_run_task(t))
+                bar.update(len(results[-1]))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            # Workers rebuild the model from its spec (cheap, and no 100 MB pickle) unless given an object.
+            with cf.ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_init_worker,
+                                        initargs=(bfm,)) as pool:
+                for r in pool.map(_run_task, tasks, chunksize=max(1, n_tasks // (8 * int(workers)))):
+                    results.append(r)
+                    bar.update(len(r))
+    finally:
+        bar.close()
     write_json(out / INFO_FILE, {
         "generator": "prnet_keras.data.synth", "prnet_keras": __version__, "layout": layout, "count": count,
         "seed": int(seed), "bfm": model.name if isinstance(bfm, MorphableModel) else str(bfm), "model": model.name,

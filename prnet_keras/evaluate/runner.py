@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ from prnet_keras.evaluate.sources import (
     crop_to_image_batch, is_prediction_folder,
 )
 from prnet_keras.geometry import UVLayout, apply_transform
-from prnet_keras.utils import atomic_write_text, usable_cores, write_json
+from prnet_keras.utils import atomic_write_text, progress_bar, usable_cores, write_json
 
 SHIFTZ_DESCRIPTIONS = {
     "min": "each point set (prediction and ground truth separately) shifted so its minimum z over the compared "
@@ -303,9 +302,7 @@ def evaluate(
 
 
 def _run_batches(source, predictor, layout, settings, todo, batchsize, csv_path, rows, progress) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(todo), desc="evaluate", unit="img", file=sys.stderr, disable=not progress)
+    bar = progress_bar(len(todo), "evaluate", "img", progress)
     for start in range(0, len(todo), batchsize):
         idx = todo[start:start + batchsize]
         gt, failed = source.read(idx)
