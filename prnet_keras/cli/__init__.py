@@ -34,6 +34,9 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+NO_PROGRESS_HELP = "no progress bar (there is none either when stderr is not a terminal)"
+
+
 def cli_parser(description: str, prog: str | None = None, parser_class: type = argparse.ArgumentParser,
                **kwargs: Any) -> argparse.ArgumentParser:
     """An argument parser of our CLIs; ``prog`` None names the command as it was invoked."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prnet_keras.cli import cli_parser, command_name, run_cli
+from prnet_keras.cli import NO_PROGRESS_HELP, cli_parser, command_name, run_cli
 from prnet_keras.errors import PRNetError
 from prnet_keras.utils import usable_cores
 
@@ -46,10 +46,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N samples (sorted by name)")
     p.add_argument("--seed", type=int, default=0, help="seed of the train-mode crop perturbation")
     p.add_argument("--commit-every", type=int, default=None,
-                   help="samples per committed chunk, the unit --resume keeps (default: configuration data.commit_every)")
+                   help="samples per committed chunk, the unit --resume keeps "
+                        "(default: configuration data.commit_every)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted build (OUT.partial)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished build")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return p
 
 
@@ -71,7 +72,7 @@ def _synth_parser() -> argparse.ArgumentParser:
                    help="morphable model the faces are drawn from: synthetic | synthetic:bfm | face3d BFM.mat | "
                         "mean-only BFM folder")
     p.add_argument("--workers", type=int, default=1, help="worker processes")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return p
 
 

@@ -116,13 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("-i", "--image", help="one image file")
     src.add_argument("-d", "--imagedir", help="a folder of images (non-recursive)")
-    p.add_argument("-u", "--serverurl", default=None, help="server URL (default: http://<configuration server.host>:<server.port>)")
+    p.add_argument("-u", "--serverurl", default=None,
+                   help="server URL (default: http://<configuration server.host>:<server.port>)")
     p.add_argument("--api", choices=("compat", "native"), default="compat", help="which API to call")
     p.add_argument("--mattype", choices=("normal", "dotnet"), default="normal", help="compatible API mesh layout")
     p.add_argument("--outputs", default="landmarks,pose,mesh_obj,mesh_ply", help="native API outputs (comma-separated)")
     p.add_argument("--out", default=None, help="folder for the returned meshes (.mat / .obj / .ply) and JSON")
     p.add_argument("--no-evaluate", action="store_true", help="compatible API: skip /evaluate even when a .mat is present")
-    p.add_argument("--api-key-env", default="PRNET_API_KEY", help="environment variable holding the API key (unset or empty: no key sent)")
+    p.add_argument("--api-key-env", default="PRNET_API_KEY",
+                   help="environment variable holding the API key (unset or empty: no key sent)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     return p
 

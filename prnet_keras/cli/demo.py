@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the training")
     parser.add_argument("--train-images", type=int, default=400, help="synthetic 300W-LP images (half _Flip twins)")
     parser.add_argument("--val-images", type=int, default=40, help="synthetic AFLW2000-3D images")
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the packaged quickstart configuration)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: the packaged quickstart configuration)")
     parser.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="worker processes for data generation and building, data loaders for training")
     return parser

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from prnet_keras.cli import cli_parser, run_cli
+from prnet_keras.cli import NO_PROGRESS_HELP, cli_parser, run_cli
 from prnet_keras.errors import PRNetError
 
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument("--gallery", type=int, default=12, help="worst images drawn in worst_<metric>.png (0: none)")
     p.add_argument("--config", default=None, help="named configuration or JSON file (section 'evaluate')")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (none either when stderr is not a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return p
 
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import cli_parser, run_cli
+from prnet_keras.cli import NO_PROGRESS_HELP, cli_parser, run_cli
 from prnet_keras.config import section
 from prnet_keras.errors import InputError, PRNetError
 
@@ -56,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true",
                    help="open interactive open3d viewers; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar for --input-dir (none either when stderr is not a terminal)")
+    p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir)")
     return p
 
 

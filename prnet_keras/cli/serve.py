@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uv-data", default=None, help="UV layout: official uv-data folder or .npz (default: beside the model)")
     p.add_argument("--bfm", default="synthetic",
                    help="morphable model the UV layout came from (for /extract and /evaluate with fit .mat files)")
-    p.add_argument("--detector", default=None, help="face detector: mtcnn | opencv | dlib (default: configuration inference.detector)")
+    p.add_argument("--detector", default=None,
+                   help="face detector: mtcnn | opencv | dlib (default: configuration inference.detector)")
     p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
                         "(default: configuration inference.engine)")
@@ -39,9 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "./configure/NAME.json, then among the packaged ones")
     p.add_argument("--api-key-env", default="PRNET_API_KEY",
                    help="environment variable holding the API key; unset or empty = no key required")
-    p.add_argument("--workers", type=int, default=None, help="inference threads (default: configuration server.workers)")
-    p.add_argument("--queue-size", type=int, default=None, help="requests that may wait for a worker before 503 (default: configuration server.queue_size)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per request before 504 (default: configuration server.timeout_s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="inference threads (default: configuration server.workers)")
+    p.add_argument("--queue-size", type=int, default=None,
+                   help="requests that may wait for a worker before 503 (default: configuration server.queue_size)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per request before 504 (default: configuration server.timeout_s)")
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="micro-batch the network calls of concurrent requests, waiting up to this long for company "
                         "(0 = off); pays off with --workers > 2")

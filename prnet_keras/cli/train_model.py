@@ -51,15 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--init", help="initial weights: official checkpoint prefix, .keras or .weights.h5")
     m.add_argument("--epochs", type=int, help="epochs to train (default: configuration train.epochs)")
     m.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, help="first epoch of a fresh run")
-    m.add_argument("--batchsize", type=int, help="samples per step, over all devices (default: configuration train.batchsize)")
-    m.add_argument("--learningrate", type=float, help="initial learning rate (default: configuration train.learningrate)")
+    m.add_argument("--batchsize", type=int,
+                   help="samples per step, over all devices (default: configuration train.batchsize)")
+    m.add_argument("--learningrate", type=float,
+                   help="initial learning rate (default: configuration train.learningrate)")
     m.add_argument("--lr-schedule", choices=["step", "cosine"],
                    help="step: multiply by --dropfactor every --dropevery epochs; cosine: decay to 0 over the run")
     m.add_argument("--dropevery", type=int, help="step schedule: epochs between drops (default 5)")
     m.add_argument("--dropfactor", type=float, help="step schedule: factor per drop (default 0.5)")
     m.add_argument("--lossfunct", help="weighted_mse (default), weighted_rmse, mse, weighted_l1")
     m.add_argument("--seed", type=int, help="seed of weights, shuffling and augmentation")
-    m.add_argument("--mixed-precision", choices=["bf16", "fp16"], help="compute in bfloat16 / float16, keep float32 weights")
+    m.add_argument("--mixed-precision", choices=["bf16", "fp16"],
+                   help="compute in bfloat16 / float16, keep float32 weights")
     m.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     m.add_argument("--no-distribute", action="store_true", help="use one device even when several are visible")
     o = p.add_argument_group("output")

@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli_modules() -> list:
-    return [importlib.import_module(f"prnet_keras.cli.{m.name}") for m in pkgutil.iter_modules(prnet_keras.cli.__path__)]
+    names = [m.name for m in pkgutil.iter_modules(prnet_keras.cli.__path__)]
+    return [importlib.import_module(f"prnet_keras.cli.{name}") for name in names]
 
 
 def _parsers() -> dict[str, argparse.ArgumentParser]:
@@ -171,7 +172,8 @@ def test_without_tensorflow_one_error_line_naming_the_extras(tmp_path, synthetic
 def test_missing_extra_is_named():
     from prnet_keras.cli import missing_package_message
 
-    assert missing_package_message(ModuleNotFoundError("x", name="fastapi")).endswith('pip install "prnet-keras[server]"')
+    message = missing_package_message(ModuleNotFoundError("x", name="fastapi"))
+    assert message.endswith('pip install "prnet-keras[server]"')
     assert missing_package_message(ModuleNotFoundError("x", name="open3d.visualization")).endswith(
         'pip install "prnet-keras[viz]"')
 

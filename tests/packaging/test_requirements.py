@@ -144,7 +144,8 @@ def test_setup_installs_the_chosen_tensorflow(gpu, tmp_path):
     (fakebin / "dpkg").chmod(0o755)
     env = {**os.environ, "PATH": f"{fakebin}:{os.environ['PATH']}", "VENV": str(venv), "GPU": gpu,
            "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env=env, capture_output=True, text=True, timeout=60)
+    setup = ["bash", str(ROOT / "scripts" / "setup.sh")]
+    r = subprocess.run(setup, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     calls = log.read_text().splitlines()
     installs = [c for c in calls if c.startswith("-m pip install -q -r")]
@@ -156,7 +157,8 @@ def test_setup_installs_the_chosen_tensorflow(gpu, tmp_path):
         tf = [line for line in lines if line.startswith("tensorflow")]
         pinned = {canonicalize_name(r.name): r for r in _read_requirements(ROOT / "requirements.txt")}
         assert tf == [f"tensorflow[and-cuda]=={next(iter(pinned['tensorflow-cpu'].specifier)).version}"]
-        rest = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if not line.startswith("tensorflow")]
+        lines_cpu = (ROOT / "requirements.txt").read_text().splitlines()
+        rest = [line for line in lines_cpu if not line.startswith("tensorflow")]
         assert [line for line in lines if not line.startswith("tensorflow")] == rest
     else:
         assert "-r requirements.txt -r requirements-dev.txt" in installs[0]
@@ -164,8 +166,7 @@ def test_setup_installs_the_chosen_tensorflow(gpu, tmp_path):
     # Switching flavour removes the other TensorFlow first (both wheels write the same files).
     other = "0" if gpu == "1" else "1"
     log.unlink()
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env={**env, "GPU": other}, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(setup, env={**env, "GPU": other}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     calls = log.read_text().splitlines()
     uninstall = [i for i, c in enumerate(calls) if c.startswith("-m pip uninstall") and "tensorflow-cpu" in c]
@@ -173,6 +174,5 @@ def test_setup_installs_the_chosen_tensorflow(gpu, tmp_path):
     assert uninstall and install and uninstall[0] < install[0], calls
     # Unchanged settings: nothing to do.
     log.unlink()
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "setup.sh")], env={**env, "GPU": other}, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(setup, env={**env, "GPU": other}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not log.exists(), r.stdout + r.stderr

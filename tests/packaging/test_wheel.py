@@ -49,7 +49,8 @@ def installed(tmp_path_factory) -> dict:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "prnet_keras", src / "prnet_keras", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "PIP_REQUIRE_VIRTUALENV")}
+    unset = ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL", "PIP_REQUIRE_VIRTUALENV")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(MPLBACKEND="Agg", PIP_DISABLE_PIP_VERSION_CHECK="1", PRNET_CACHE_DIR=str(base / "cache"))
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w",
           str(base / "dist"), str(src)], base, env)

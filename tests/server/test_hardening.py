@@ -198,7 +198,7 @@ def test_settings_validation():
     with pytest.raises(InputError, match="unknown keys"):
         ServerSettings.from_config({"server": {"max_faces": 3}}, api_key_env=None)
     s = ServerSettings.from_config(api_key_env=None, port=1234)
-    assert s.port == 1234 and s.max_faces_per_image == 16  # packaged defaults (prnet_keras/configs/defaults.json) "server"
+    assert s.port == 1234 and s.max_faces_per_image == 16  # packaged defaults, "server"
 
 
 def test_serve_cli_bad_flag_fails_fast(capsys):
