@@ -1,4 +1,4 @@
-"""Server settings: limits, pool sizes, auth and CORS, from ``configure/defaults.json`` "server".
+"""Server settings: limits, pool sizes, auth and CORS, from the configuration's "server" section.
 
 Every limit the server enforces lives here so tests and the CLI can tighten or loosen
 them without touching the routes.

@@ -5,7 +5,7 @@ scale about the centre, translation). The image is warped with OpenCV; the posit
 *pixel grid* is UV space and is not warped: its x, y values (crop pixels) go through the
 same 2x3 and its z is multiplied by the scale, so image and label stay consistent.
 Photometric augmentation (per-channel colour scaling, synthetic occluders) touches the
-image only. Ranges come from the ``augment`` section of ``configure/defaults.json``
+image only. Ranges come from the ``augment`` section of the packaged ``defaults.json``
 (the paper's recipe).
 
 Sampling (:func:`sample_params`) and application (:func:`apply_params`) are separate so a
@@ -71,7 +71,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None) -> "AugmentConfig":
-        """Defaults from ``configure/defaults.json`` ("augment"), overridden by ``values``.
+        """Defaults from the packaged ``defaults.json`` ("augment"), overridden by ``values``.
 
         Unknown keys raise :class:`InputError` (a typo must not silently disable nothing).
         """

@@ -2,7 +2,7 @@
 
 ``config`` is a configuration dict as ``prnet_keras.config.load_config`` returns (any
 subset; defaults fill the rest). Training options live in section ``train`` (keys of
-``configure/defaults.json`` plus those of :data:`RUN_DEFAULTS`), augmentation in ``augment``.
+``prnet_keras/configs/defaults.json`` plus those of :data:`RUN_DEFAULTS`), augmentation in ``augment``.
 
 Resume: a run folder holding ``run_state.json`` is continued from its last completed
 epoch (weights, optimizer state, schedule position, history, best values) when the
@@ -30,7 +30,7 @@ from prnet_keras.train.dataset import AugmentedDataset, yaw_balanced_weights
 from prnet_keras.train.distribute import plan_distribution
 from prnet_keras.utils import to_jsonable, write_json
 
-# Options of section "train" beyond configure/defaults.json, with their defaults.
+# Options of section "train" beyond the packaged defaults.json, with their defaults.
 RUN_DEFAULTS: dict[str, Any] = {
     "hdf5dir": None,          # folder with train.hdf5 (and val.hdf5)
     "train_files": None,      # or explicit HDF5 path(s)
