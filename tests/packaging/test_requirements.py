@@ -18,7 +18,7 @@ except ImportError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_ONLY = {"pytest", "hypothesis", "pytest-timeout", "selenium", "jax", "setuptools", "wheel"}
+TEST_ONLY = {"pytest", "hypothesis", "pytest-timeout", "pytest-xvfb", "selenium", "jax", "ruff", "setuptools", "wheel"}
 
 
 def _pyproject() -> dict:
