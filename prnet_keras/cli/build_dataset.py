@@ -4,6 +4,7 @@
     build_dataset.py --source AFLW2000 --buildmode val --out val.hdf5
     build_dataset.py merge shard0.hdf5 shard1.hdf5 --out train.hdf5
     build_dataset.py synth --layout 300wlp --count 200 --out synth/300W_LP
+    build_dataset.py fit | rotate | export-list ...   (your own data: see prnet_keras.cli.own_data)
 
 Exit status: 0 clean, 3 when samples were skipped (listed in OUT.skipped.csv), 2 on a
 usage or input error, 130 when interrupted (rerun with --resume to continue).
@@ -21,9 +22,10 @@ from prnet_keras.utils import usable_cores
 
 def _build_parser() -> argparse.ArgumentParser:
     name = command_name()
-    p = cli_parser(f"Build position-map HDF5 files (subcommands: merge, synth; see `{name} merge -h`, "
-                   f"`{name} synth -h`).")
-    p.add_argument("--source", required=True, help="dataset folder or its original .zip")
+    p = cli_parser(f"Build position-map HDF5 files (subcommands: merge, synth, fit, rotate, export-list; see "
+                   f"`{name} merge -h`, `{name} synth -h`, `{name} fit -h`).")
+    p.add_argument("--source", required=True, help="dataset folder or its original .zip, or a trainDataLabel.txt "
+                   "list of jpg + npy pairs (or a folder holding one; needs --uv-data)")
     p.add_argument("--layout", default="auto", choices=["auto", "300wlp", "aflw2000"],
                    help="dataset layout; auto tells them apart by their folders and .mat keys")
     p.add_argument("--bfm", default="synthetic",
@@ -51,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted build (OUT.partial)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished build")
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
+    p.add_argument("--rotate", default=None, metavar="ANGLES",
+                   help="read each sample once per angle, rotated in-plane with its fit (degrees, e.g. 0,15,-15; "
+                        "0 = the original: list it to keep the originals)")
     return p
 
 
@@ -90,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    from prnet_keras.cli.own_data import SUBCOMMANDS
+
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     if argv[:1] == ["merge"]:
         a = _merge_parser().parse_args(argv[1:])
         from prnet_keras.data.build import merge_hdf5
@@ -112,7 +121,7 @@ def _run(argv: list[str]) -> int:
         workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
         resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, compression=a.compression,
         commit_every=a.commit_every,
-        progress=not a.no_progress,
+        progress=not a.no_progress, rotate=a.rotate,
     )
     return _report(summary)
 

@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import io
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
 from prnet_keras.data import worker
 from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
+from prnet_keras.data.jobs import run_tasks
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
 from prnet_keras.data.writer import concat_files, create_file
@@ -178,13 +178,24 @@ def build_hdf5(
     commit_every: int | None = None,
     progress: bool = False,
     model: MorphableModel | None = None,
+    rotate: str | list[float] | None = None,
 ) -> BuildSummary:
     """Build ``out`` (a position-map HDF5 file) from a 300W-LP / AFLW2000-3D folder or zip.
 
     Training builds (``buildmode="train"``) perturb each crop with a generator seeded by
     (seed, sample name); validation builds use the exact keypoint box. ``model`` overrides
-    ``bfm`` with an already loaded model (``bfm`` is then only recorded).
+    ``bfm`` with an already loaded model (``bfm`` is then only recorded). ``rotate``: angles
+    in degrees ("15,-15"); each sample is then read once per angle, rotated in-plane with its
+    fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. A list file
+    (``trainDataLabel.txt``, or a folder holding one) as ``source`` is built by ``data.listfmt``.
     """
+    from prnet_keras.data.listfmt import build_list_hdf5, find_list
+
+    if find_list(source) is not None:
+        return build_list_hdf5(source, out, uv_data=uv_data, buildmode=buildmode, store=store, workers=workers,
+                               shard=shard, limit=limit, jpeg_quality=jpeg_quality, resume=resume,
+                               overwrite=overwrite, crop_format=crop_format, compression=compression,
+                               commit_every=commit_every, progress=progress, rotate=rotate)
     t_start = time.perf_counter()
     out = Path(out)
     if out.exists() and not overwrite:
@@ -196,15 +207,35 @@ def build_hdf5(
     resolved = layout if layout != "auto" else _layout_of(source)
     refs = refs[: int(limit)] if limit else refs
     refs = refs[shard_slice(len(refs), shard_t)]
+    angles = None
+    if rotate is not None:
+        from prnet_keras.data.rotate import expand_rotations, parse_angles
+
+        angles = parse_angles(rotate)
+        refs = expand_rotations(refs, angles)
     commit_every = int(commit_every or section("data").get("commit_every", 64))
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
                          shard_t, limit, len(refs), commit_every, compression)
+    settings["rotate"] = angles
     given_model = model is not None
     model = model if given_model else load_morphable_model(bfm)
     uv_layout = load_uv_layout(uv_data, model)
     attrs = _file_attrs(settings, model, uv_layout, 0)
+    attrs["args"]["rotate"] = angles
+    worker_model = model if given_model else str(bfm)
+    return run_build(refs, out, settings, attrs, uv_layout, int(workers), resume, overwrite, progress, t_start,
+                     worker.init_worker, (model, uv_layout, settings, attrs), worker.build_chunk,
+                     (worker_model, uv_layout, settings, attrs))
+
+
+def run_build(refs: list, out: Path, settings: dict, attrs: dict, uv_layout: UVLayout, workers: int, resume: bool,
+              overwrite: bool, progress: bool, t_start: float, init, init_args: tuple, task,
+              pool_init_args: tuple) -> BuildSummary:
+    """Chunked, resumable build of ``refs`` into ``out`` by ``task`` (a worker's chunk builder,
+    see ``data.worker.build_chunk``): part files, resume, assembly and ``.skipped.csv``."""
     partial = out.with_name(out.name + ".partial")
     _prepare_partial(partial, settings, resume, overwrite)
+    commit_every = settings["commit_every"]
 
     chunks = [refs[i:i + commit_every] for i in range(0, len(refs), commit_every)]
     parts = [partial / f"part-{k:06d}.h5" for k in range(len(chunks))]
@@ -213,8 +244,7 @@ def build_hdf5(
     stage = dict.fromkeys(STAGES, 0.0)
     bar = progress_bar(len(refs), out.name, "sample", progress, initial=done_before)
     try:
-        worker_model = model if given_model else str(bfm)
-        for k, _, _, times in _run_chunks(todo, int(workers), (model, uv_layout, settings, attrs), worker_model):
+        for k, _, _, times in run_tasks(todo, workers, init, init_args, task, pool_init_args):
             for key, v in times.items():
                 stage[key] += v
             bar.update(len(chunks[k]))
@@ -240,24 +270,6 @@ def _layout_of(source) -> str:
     from prnet_keras.data.sources import detect_layout
 
     return detect_layout(source)
-
-
-def _run_chunks(todo: list, workers: int, init_args: tuple, worker_model: MorphableModel | str):
-    """Yield chunk results as they finish, in this process or in a pool of ``workers``."""
-    if workers == 1 or len(todo) <= 1:
-        worker.init_worker(*init_args)
-        for task in todo:
-            yield worker.build_chunk(task)
-        return
-    init_args = (worker_model,) + init_args[1:]
-    # spawn, not fork: forking a process that runs BLAS / OpenCV / HDF5 threads can deadlock
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(todo)), initializer=worker.init_worker, initargs=init_args + (True,)) as pool:
-        try:
-            yield from pool.imap_unordered(worker.build_chunk, todo)
-        except BaseException:
-            pool.terminate()
-            raise
 
 
 def merge_hdf5(inputs: list[str | os.PathLike], out: str | os.PathLike, overwrite: bool = False) -> BuildSummary:

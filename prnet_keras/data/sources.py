@@ -200,6 +200,35 @@ def read_sample_bytes(ref: SampleRef) -> tuple[bytes, bytes]:
     return _read_bytes(ref.container, ref.image_path), _read_bytes(ref.container, ref.mat_path)
 
 
+def read_image_bytes(ref: SampleRef) -> bytes:
+    """The raw bytes of a sample's image (with or without a ``.mat``)."""
+    return _read_bytes(ref.container, ref.image_path)
+
+
+def read_beside(ref: SampleRef, suffix: str, max_bytes: int | None = None) -> bytes:
+    """Bytes of the file beside the sample's image with another suffix (``.pts``, ``.npy``).
+
+    InputError when it is missing or larger than ``max_bytes``.
+    """
+    path = ref.image_path[: -len(PurePosixPath(ref.image_path).suffix)] + suffix
+    if ref.container is None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{ref.name}: no {suffix} file beside the image ({p.name} not found)")
+        if max_bytes is not None and p.stat().st_size > max_bytes:
+            raise InputError(f"{p}: {p.stat().st_size} bytes, more than the {max_bytes} expected of a {suffix} file")
+    else:
+        key = (os.getpid(), ref.container)
+        zf = _ZIPS.get(key) or _ZIPS.setdefault(key, zipfile.ZipFile(ref.container))
+        try:
+            info = zf.getinfo(path)
+        except KeyError:
+            raise InputError(f"{ref.name}: no {suffix} file beside the image ({path} not in the zip)") from None
+        if max_bytes is not None and info.file_size > max_bytes:
+            raise InputError(f"{ref.container}!{path}: {info.file_size} bytes, more than the {max_bytes} expected")
+    return _read_bytes(ref.container, path)
+
+
 def _jpeg_complete(data: bytes) -> bool:
     # libjpeg only warns on a truncated file and returns a grey-filled image, so check the
     # end-of-image marker (tolerating a short trailer some writers append).

@@ -93,14 +93,15 @@ def _write_pair(folder: Path, name: str, rgb: np.ndarray, mat: dict[str, np.ndar
     return jpg
 
 
-def _roi(kpts: np.ndarray) -> np.ndarray:
+def roi_box(kpts: np.ndarray) -> np.ndarray:
+    """(1, 4) int16 [l, t, r, b]: a square 1.5x the landmarks' larger side, around their box."""
     lo, hi = kpts.min(0), kpts.max(0)
     c, half = (lo + hi) / 2.0, 0.75 * float((hi - lo).max())
     return np.round([[c[0] - half, c[1] - half, c[0] + half, c[1] + half]]).astype(np.int16)
 
 
-def _mat(params: sr.FaceParams, pt2d: np.ndarray, roi: np.ndarray, pt3d: np.ndarray | None) -> dict[str, np.ndarray]:
-    """The real key order: 300W-LP puts roi second; AFLW2000-3D has roi and pt3d_68 last."""
+def sample_mat(params: sr.FaceParams, pt2d: np.ndarray, roi: np.ndarray, pt3d: np.ndarray | None) -> dict[str, np.ndarray]:
+    """A sample's ``.mat`` dict in the real key order: 300W-LP puts roi second; AFLW2000-3D has roi and pt3d_68 last."""
     body = {
         "Illum_Para": params.illum_para.astype(np.float64), "Color_Para": params.color_para.astype(np.float32),
         "Tex_Para": params.tex_para.reshape(-1, 1).astype(np.float64),
@@ -139,7 +140,7 @@ def _rngs(*key: int) -> list[np.random.Generator]:
 
 def _aflw_task(model: MorphableModel, out: Path, seed: int, index: int, frac: float, p_occ: float) -> list[Path]:
     img, params, kpts, vis = render_sample(model, _rngs(seed, 0, index), frac, p_occ)
-    mat = _mat(params, sr.aflw21(kpts[:, :2], vis, IMAGE_SIZE), _roi(kpts[:, :2]), kpts.T)
+    mat = sample_mat(params, sr.aflw21(kpts[:, :2], vis, IMAGE_SIZE), roi_box(kpts[:, :2]), kpts.T)
     return [_write_pair(out, f"image{index + 1:05d}", img, mat)]
 
 
@@ -161,11 +162,11 @@ def _300wlp_task(model: MorphableModel, out: Path, seed: int, pair: int, frac: f
     rngs[0] = _rngs(seed, 2, SUBSETS.index(subset), person)[0]  # one identity per person
     img, params, kpts, _ = render_sample(model, rngs, frac, p_occ)
     pt2d = kpts[:, :2].T
-    orig = _write_pair(out / subset, stem, img, _mat(params, pt2d, _roi(kpts[:, :2]), None))
+    orig = _write_pair(out / subset, stem, img, sample_mat(params, pt2d, roi_box(kpts[:, :2]), None))
     flip_kpts = kpts[sr.FLIP68, :2] * [-1.0, 1.0] + [IMAGE_SIZE - 1.0, 0.0]
     flip_params = sr.mirror_params(params, IMAGE_SIZE)
     flip = _write_pair(out / f"{subset}_Flip", stem, np.ascontiguousarray(img[:, ::-1]),
-                       _mat(flip_params, flip_kpts.T, _roi(flip_kpts), None))
+                       sample_mat(flip_params, flip_kpts.T, roi_box(flip_kpts), None))
     return [orig, flip]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from prnet_keras.data.gt import VERTEX_GROUP, GroundTruthMaker, sample_rng, warp_crop
+from prnet_keras.data.rotate import rotate_for_build
 from prnet_keras.data.sources import SampleRef, decode_image, load_mat_bytes, read_sample_bytes
 from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
 from prnet_keras.errors import InputError
@@ -76,6 +77,7 @@ def build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list,
             img_bytes, mat_bytes = read_sample_bytes(ref)
             image = decode_image(img_bytes, ref.name)
             fit = maker.parse(load_mat_bytes(mat_bytes, ref.name), ref.name)
+            image, fit, img_bytes = rotate_for_build(ref, image, fit, img_bytes, settings)  # --rotate
             loaded.append((ref, img_bytes, image, fit))
         except Exception as exc:  # a bad sample never aborts a build
             skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
