@@ -109,3 +109,17 @@ def reference_data_dir() -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def npy_header(fileobj: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from an open ``.npy`` file's header, read before any data is allocated.
+
+    Raises ValueError when it is not a ``.npy`` file (or an unsupported version)."""
+    from numpy.lib import format as npy_format
+
+    version = npy_format.read_magic(fileobj)
+    read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _fortran, dtype = read(fileobj)
+    return tuple(shape), dtype

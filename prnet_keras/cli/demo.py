@@ -3,9 +3,11 @@
 Stages, each writing into ``--out`` (default ``quickstart/``):
   1. build the synthetic morphable model, render one face and its UV position map (PNGs);
   2. generate small synthetic 300W-LP (train) and AFLW2000-3D (val) datasets, build their HDF5;
-  3. train the light model briefly;
-  4. evaluate it (CED plot, Markdown table, summary.json);
-  5. reconstruct a synthetic test image (and a real photo when reference data is present):
+  3. own data: fit the morphable model to the val images' 68 landmarks, build HDF5 from the fitted
+     folder and report how close its maps are to those of the true parameters;
+  4. train the light model briefly;
+  5. evaluate it (CED plot, Markdown table, summary.json);
+  6. reconstruct a synthetic test image (and a real photo when reference data is present):
      mesh files and the 4-panel figure.
 """
 
@@ -94,6 +96,34 @@ def stage_data(out: Path, seed: int, n_train: int, n_val: int, workers: int) -> 
             _run(build_dataset.main, ["--source", str(data / folder), "--out", str(target), "--buildmode", mode,
                                       "--workers", str(workers), "--seed", str(seed), "--no-progress", *resume])
     return data
+
+
+def stage_fit(data: Path, workers: int) -> dict:
+    """Fit the synthetic AFLW2000-3D images' pt3d_68 (as own data would be), build its HDF5 and
+    compare the maps with val.hdf5 (built from the true parameters). Reuses finished results."""
+    import shutil
+
+    from prnet_keras.cli import build_dataset
+    from prnet_keras.data.fit_folder import compare_maps
+
+    fitted, target = data / "AFLW2000_fitted", data / "fitted.hdf5"
+    source_done = (data / "AFLW2000" / "synth_info.json").stat().st_mtime
+    if target.exists() and target.stat().st_mtime < source_done:  # the val set was made again since
+        target.unlink()
+        shutil.rmtree(fitted, ignore_errors=True)
+    if not target.exists():
+        if not (fitted / "skipped.csv").exists():
+            resume = ["--resume"] if (fitted / ".prnet-progress").exists() else []
+            _run(build_dataset.main, ["fit", "--source", str(data / "AFLW2000"), "--out", str(fitted), "--landmarks",
+                                      "pt3d_68", "--workers", str(workers), "--no-progress", *resume], ok=(0, 3))
+        resume = ["--resume"] if target.with_name(target.name + ".partial").exists() else []
+        _run(build_dataset.main, ["--source", str(fitted), "--out", str(target), "--buildmode", "val",
+                                  "--workers", str(workers), "--no-progress", *resume], ok=(0, 3))
+    report = compare_maps(target, data / "val.hdf5")
+    print(f"maps from the fitted parameters vs the true ones ({report['n']} samples, crop frame, NME of the "
+          f"68-landmark box): {100 * report['nme_2d']:.2f} % 2D (worst {100 * report['nme_2d_max']:.2f} %), "
+          f"{100 * report['nme_3d']:.2f} % 3D")
+    return report
 
 
 def stage_train(out: Path, data: Path, epochs: int, workers: int) -> Path:
@@ -186,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         ("synthetic morphable model, one face and its UV position map", lambda: stage_model(out, args.seed)),
         ("synthetic 300W-LP / AFLW2000-3D datasets -> HDF5",
          lambda: state.update(data=stage_data(out, args.seed, args.train_images, args.val_images, args.workers))),
+        ("own data: fit 68 landmarks -> 300W-LP-layout folder -> HDF5, compared with the true parameters",
+         lambda: stage_fit(state["data"], args.workers)),
         (f"train the light model for {epochs} epochs",
          lambda: state.update(model=stage_train(out, state["data"], epochs, args.workers))),
         ("evaluate (NME, ICP; CED plots and table)", lambda: stage_evaluate(out, state["data"], state["model"])),

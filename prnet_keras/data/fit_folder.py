@@ -44,7 +44,7 @@ from prnet_keras.data.synth import mat_bytes, model_fingerprint, roi_box, sample
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import MorphableModel, load_morphable_model
 from prnet_keras.geometry.fitting import DEFAULT_REG_EXP, DEFAULT_REG_SHAPE, check_fit_options, fit_landmarks
-from prnet_keras.utils import atomic_write_bytes, write_json
+from prnet_keras.utils import atomic_write_bytes, npy_header, write_json
 
 LANDMARK_KINDS = ("pt2d", "pt3d_68", "pts", "npy")
 CONTOUR_DEFAULT = {"pt2d": True, "pts": True}  # 300-W style annotations: jaw points on the outline
@@ -97,8 +97,7 @@ def parse_npy_landmarks(data: bytes, name: str = "landmarks.npy") -> np.ndarray:
 
     buf = io.BytesIO(data)
     try:
-        version = np.lib.format.read_magic(buf)
-        shape, fortran, dtype = np.lib.format._read_array_header(buf, version)  # noqa: SLF001
+        shape, dtype = npy_header(buf)
     except Exception:
         raise InputError(f"{name}: not a .npy file") from None
     if dtype.kind not in "fiu" or len(shape) != 2 or int(np.prod(shape)) > 3 * 68:

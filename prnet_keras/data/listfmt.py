@@ -34,7 +34,7 @@ from prnet_keras.data.sources import decode_image
 from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout, estimate_pose, from_image
-from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text
+from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, npy_header
 
 LIST_NAME = "trainDataLabel.txt"
 _MAX_LIST_BYTES = 1 << 30
@@ -104,8 +104,7 @@ def load_map(path: str | os.PathLike, resolution: int) -> np.ndarray:
         raise InputError(f"{p}: position map not found")
     try:
         with open(p, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+            shape, dtype = npy_header(f)
     except Exception:
         raise InputError(f"{p}: not a .npy file") from None
     want = (resolution, resolution, 3)
