@@ -115,7 +115,14 @@ def _run(argv: list[str]) -> int:
         return 0
     a = _build_parser().parse_args(argv)
     from prnet_keras.data.build import build_hdf5
+    from prnet_keras.data.listfmt import build_list_hdf5, find_list
 
+    if find_list(a.source) is not None:  # the seed's trainDataLabel.txt of jpg + npy pairs
+        return _report(build_list_hdf5(
+            a.source, a.out, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store, workers=a.workers,
+            shard=a.shard, limit=a.limit, jpeg_quality=a.jpeg_quality, resume=a.resume, overwrite=a.overwrite,
+            crop_format=a.crop_format, compression=a.compression, commit_every=a.commit_every,
+            progress=not a.no_progress, rotate=a.rotate))
     summary = build_hdf5(
         a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
         workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,

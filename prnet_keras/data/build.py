@@ -12,9 +12,7 @@ every sample left out and why.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 import shutil
@@ -27,7 +25,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
 from prnet_keras.data import worker
 from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
-from prnet_keras.data.jobs import run_tasks
+from prnet_keras.data.jobs import run_tasks, write_skipped_csv
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
 from prnet_keras.data.writer import concat_files, create_file
@@ -150,14 +148,6 @@ def skipped_csv_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".skipped.csv")
 
 
-def write_skipped_csv(path: Path, entries: list[tuple[str, str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["name", "source_path", "reason"])
-    w.writerows(entries)
-    atomic_write_text(path, buf.getvalue())
-
-
 def build_hdf5(
     source: str | os.PathLike,
     out: str | os.PathLike,
@@ -186,16 +176,9 @@ def build_hdf5(
     (seed, sample name); validation builds use the exact keypoint box. ``model`` overrides
     ``bfm`` with an already loaded model (``bfm`` is then only recorded). ``rotate``: angles
     in degrees ("15,-15"); each sample is then read once per angle, rotated in-plane with its
-    fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. A list file
-    (``trainDataLabel.txt``, or a folder holding one) as ``source`` is built by ``data.listfmt``.
+    fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. (A ``trainDataLabel.txt``
+    list of crops and maps is built by ``data.listfmt.build_list_hdf5``.)
     """
-    from prnet_keras.data.listfmt import build_list_hdf5, find_list
-
-    if find_list(source) is not None:
-        return build_list_hdf5(source, out, uv_data=uv_data, buildmode=buildmode, store=store, workers=workers,
-                               shard=shard, limit=limit, jpeg_quality=jpeg_quality, resume=resume,
-                               overwrite=overwrite, crop_format=crop_format, compression=compression,
-                               commit_every=commit_every, progress=progress, rotate=rotate)
     t_start = time.perf_counter()
     out = Path(out)
     if out.exists() and not overwrite:

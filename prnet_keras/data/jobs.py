@@ -10,7 +10,9 @@ items left out and why (header only when none) and the progress folder is remove
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import multiprocessing as mp
 import os
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from prnet_keras.errors import InputError
-from prnet_keras.utils import atomic_write_text
+from prnet_keras.utils import atomic_write_text, progress_bar
 
 PROGRESS_DIR = ".prnet-progress"
 SETTINGS_FILE = "settings.json"
@@ -46,6 +48,15 @@ class JobSummary:
     def describe(self) -> str:
         return (f"wrote {self.written} {self.what} to {self.out}, skipped {self.skipped}"
                 + (f" (see {self.skipped_csv})" if self.skipped else "") + f", {self.seconds:.1f} s")
+
+
+def write_skipped_csv(path: Path, entries: list[tuple[str, str, str]]) -> None:
+    """``name,source_path,reason`` rows (header only when none), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "source_path", "reason"])
+    w.writerows(entries)
+    atomic_write_text(path, buf.getvalue())
 
 
 def run_tasks(todo: Sequence, workers: int, init: Callable, init_args: tuple, task: Callable,
@@ -107,8 +118,6 @@ def run_folder_job(items: Sequence, out: str | os.PathLike, settings: dict, *, w
     on ``resume``. ``overwrite`` restarts an unfinished job or redoes a finished one (files are
     replaced, others in ``out`` are left alone).
     """
-    from prnet_keras.data.build import _progress, write_skipped_csv
-
     t0 = time.perf_counter()
     out = Path(out)
     if int(workers) < 1:
@@ -120,7 +129,7 @@ def run_folder_job(items: Sequence, out: str | os.PathLike, settings: dict, *, w
     records = [state / f"chunk-{k:06d}.json" for k in range(len(chunks))]
     todo = [(k, chunks[k]) for k in range(len(chunks)) if not records[k].exists()]
     done_before = sum(len(chunks[k]) for k in range(len(chunks)) if records[k].exists())
-    bar = _progress(len(items), done_before, progress)
+    bar = progress_bar(len(items), out.name, "sample", progress, initial=done_before)
     try:
         for k, written, skipped in run_tasks(todo, int(workers), init, init_args, task, pool_init_args):
             atomic_write_text(records[k], json.dumps({"written": written, "skipped": [list(s) for s in skipped]}))

@@ -162,6 +162,7 @@ def test_landmark_provider(synthetic_aflw_dir, tmp_path):
     assert _skipped(tmp_path / "net") == {"image00002": "no face found (detector test)"}
 
 
+@pytest.mark.slow  # TensorFlow, a saved network and MTCNN: ~20 s on 2 cores
 def test_network_landmarks_from_the_cli(synthetic_aflw_dir, tmp_path, capsys):
     pytest.importorskip("keras")
     from prnet_keras.geometry import UVLayout
