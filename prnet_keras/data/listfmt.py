@@ -14,8 +14,9 @@ similarity fit of the map's face vertices to the layout's canonical face (as inf
 
 :func:`export_list` writes that format from one of our files: ``<name>.jpg`` (a JPEG crop
 store's bytes, unchanged) or ``<name>.png`` (lossless, for raw crops or a raw store),
-``<name>.npy`` float32 crop pixels, and ``trainDataLabel.txt`` (paths relative to its folder,
-or absolute). Round trip HDF5 -> list -> HDF5 keeps names, crops and maps bit-identical.
+``<name>.npy`` float32 crop pixels, ``trainDataLabel.txt`` (paths relative to its folder, or
+absolute) and ``uv_layout.npz``, the file's UV layout (what ``--uv-data`` wants to build it
+back). Round trip HDF5 -> list -> HDF5 keeps names, crops and maps bit-identical.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from prnet_keras.geometry import UVLayout, estimate_pose, from_image
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, npy_header
 
 LIST_NAME = "trainDataLabel.txt"
+LAYOUT_NAME = "uv_layout.npz"
 _MAX_LIST_BYTES = 1 << 30
 
 
@@ -224,8 +226,8 @@ def build_list_hdf5(source: str | os.PathLike, out: str | os.PathLike, uv_data: 
 # ---- exporting a list --------------------------------------------------------------------------
 def export_list(hdf5: str | os.PathLike, out: str | os.PathLike, absolute: bool = False,
                 batch_size: int = 32) -> tuple[Path, int]:
-    """Write the crops and maps of a position-map file as ``out/<name>.jpg|png + .npy`` and
-    ``out/trainDataLabel.txt``. Returns (list path, samples written)."""
+    """Write the crops and maps of a position-map file as ``out/<name>.jpg|png + .npy``,
+    ``out/trainDataLabel.txt`` and ``out/uv_layout.npz``. Returns (list path, samples written)."""
     import cv2
     import h5py
 
@@ -264,6 +266,7 @@ def export_list(hdf5: str | os.PathLike, out: str | os.PathLike, absolute: bool 
         ds.close()
         if h5 is not None:
             h5.close()
+    ds.layout.save(out / LAYOUT_NAME)
     list_path = out / LIST_NAME
     atomic_write_text(list_path, "\n".join(lines) + ("\n" if lines else ""))
     return list_path, len(lines)
