@@ -85,6 +85,9 @@ class _KeypointBases:
         self.mean = mean_all[verts].astype(np.float64)
         self.shape = self._basis(model.shape_pc, model.shape_ev, rows, n_shape)
         self.exp = self._basis(model.exp_pc, model.exp_ev, rows, n_exp)
+        # The jaw lines' bases, flattened for one GEMM per marching step: (17·M·3, k).
+        self.line_shape = None if self.shape is None else self.shape[self.lines].reshape(-1, n_shape)
+        self.line_exp = None if self.exp is None else self.exp[self.lines].reshape(-1, n_exp)
         self.n_shape_model, self.n_exp_model = model.n_shape, model.n_exp
         self.shape_ev = np.asarray(model.shape_ev[:n_shape], np.float64)
         self.exp_ev = np.asarray(model.exp_ev[:n_exp], np.float64)
@@ -191,8 +194,9 @@ def _similarity_given_rotation(X: np.ndarray, x: np.ndarray, rot_rows: np.ndarra
 def _ridge(a: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
     """argmin |a·z - b|² + reg·|z|² for a (B, m, k), b (B, m) -> (B, k)."""
     k = a.shape[-1]
-    lhs = np.einsum("bmi,bmj->bij", a, a) + reg * np.eye(k)[None]
-    return np.linalg.solve(lhs, np.einsum("bmi,bm->bi", a, b)[..., None])[..., 0]
+    at = a.transpose(0, 2, 1)
+    lhs = at @ a + reg * np.eye(k)[None]  # batched BLAS: einsum does not use it for these
+    return np.linalg.solve(lhs, at @ b[..., None])[..., 0]
 
 
 # ---- the fit -----------------------------------------------------------------------------------
@@ -391,14 +395,15 @@ def _levenberg_marquardt(kb: _KeypointBases, rows: np.ndarray, target: np.ndarra
     prior, coefs = [np.zeros(4 + r)], [np.zeros((b, 4 + r))]
     for basis, coef, reg in ((kb.shape, alpha, reg_shape), (kb.exp, beta, reg_exp)):
         if basis is not None:
-            blocks.append(s[:, None, None, None] * np.einsum("brc,bnck->bnrk", rot[:, :r], basis[rows]))
+            blocks.append(s[:, None, None, None] * _rotate_basis(rot[:, :r], basis[rows]))
             prior.append(np.full(coef.shape[1], reg))
             coefs.append(coef)
     jac = (np.concatenate(blocks, -1) / norm[:, None, None, None]).reshape(b, n * r, -1)
     prior_diag = np.concatenate(prior)
     coef_all = np.concatenate(coefs, 1)
-    lhs = np.einsum("bmi,bmj->bij", jac, jac)
-    rhs = np.einsum("bmi,bm->bi", jac, res) + prior_diag[None] * coef_all
+    jt = jac.transpose(0, 2, 1)
+    lhs = jt @ jac
+    rhs = (jt @ res[..., None])[..., 0] + prior_diag[None] * coef_all
     lhs = lhs + np.diag(prior_diag)[None]
     lhs = lhs + damping[:, None, None] * np.diagonal(lhs, axis1=1, axis2=2)[:, None, :] * np.eye(lhs.shape[-1])[None]
     step = -np.linalg.solve(lhs, rhs[..., None])[..., 0]
@@ -418,10 +423,16 @@ def _levenberg_marquardt(kb: _KeypointBases, rows: np.ndarray, target: np.ndarra
     return out, np.where(ok, damping * 0.1, damping * 10.0)
 
 
+def _rotate_basis(rot_rows: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """(B, r, 3) rotation rows applied to (B, N, 3, k) basis vectors -> (B, N, r, k)."""
+    return np.matmul(rot_rows[:, None], basis)
+
+
 def _combine(basis: np.ndarray | None, rows: np.ndarray, coef: np.ndarray) -> np.ndarray | float:
     if basis is None:
         return 0.0
-    return np.einsum("bnck,bk->bnc", basis[rows], coef)
+    b, n = rows.shape
+    return (basis[rows].reshape(b, n * 3, -1) @ coef[..., None]).reshape(b, n, 3)
 
 
 def _solve_coefficients(basis: np.ndarray, rest: np.ndarray, target: np.ndarray, s: np.ndarray,
@@ -430,7 +441,7 @@ def _solve_coefficients(basis: np.ndarray, rest: np.ndarray, target: np.ndarray,
     b, n, _, k = basis.shape
     r = rot_rows.shape[1]
     scale = (s / norm)[:, None, None, None]
-    a = scale * np.einsum("brc,bnck->bnrk", rot_rows, basis)
+    a = scale * _rotate_basis(rot_rows, basis)
     pred = s[:, None, None] * np.einsum("brc,bnc->bnr", rot_rows, rest) + t[:, None]
     resid = (target - pred) / norm[:, None, None]
     return _ridge(a.reshape(b, n * r, k), resid.reshape(b, n * r), reg)
@@ -440,10 +451,12 @@ def _march(kb: _KeypointBases, rows: np.ndarray, alpha: np.ndarray, beta: np.nda
            rot: np.ndarray) -> np.ndarray:
     """New landmark rows: far-side jaw landmarks on the outermost vertex of their line."""
     lines = kb.lines  # (17, M)
-    pts = kb.mean[lines][None] + _line_part(kb.shape, lines, alpha) + _line_part(kb.exp, lines, beta)
+    pts = kb.mean[lines][None] + _line_part(kb.line_shape, lines, alpha) + _line_part(kb.line_exp, lines, beta)
     axis_2d = rot[:, :2, 0]  # image-plane direction of the model's +x axis (camera frame)
     axis_2d = axis_2d / np.maximum(np.linalg.norm(axis_2d, axis=-1, keepdims=True), 1e-12)
-    proj = np.einsum("bjmc,bc->bjm", np.einsum("brc,bjmc->bjmr", rot[:, :2], pts), axis_2d)
+    # outward position = (R_2·p)·u = p·(R_2ᵀ·u): one direction per face, one product per vertex
+    direction = np.einsum("brc,br->bc", rot[:, :2], axis_2d)
+    proj = (pts @ direction[:, None, :, None])[..., 0]
     outward = proj * kb.side[None, :, None]
     best = lines[np.arange(len(lines))[None], np.argmax(outward, -1)]  # (B, 17)
     # +x turned toward the camera (z larger = nearer) when R[2, 0] > 0: the far side is -x.
@@ -453,7 +466,8 @@ def _march(kb: _KeypointBases, rows: np.ndarray, alpha: np.ndarray, beta: np.nda
     return out
 
 
-def _line_part(basis: np.ndarray | None, lines: np.ndarray, coef: np.ndarray) -> np.ndarray | float:
-    if basis is None:
+def _line_part(flat_basis: np.ndarray | None, lines: np.ndarray, coef: np.ndarray) -> np.ndarray | float:
+    if flat_basis is None:
         return 0.0
-    return np.einsum("jmck,bk->bjmc", basis[lines], coef)
+    j, m = lines.shape
+    return (flat_basis @ coef.T).T.reshape(len(coef), j, m, 3)  # (B, 17, M, 3)
