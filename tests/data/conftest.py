@@ -6,6 +6,9 @@ random but sane parameters of the synthetic morphable model, posed inside the im
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -134,10 +137,23 @@ def assert_same_hdf5(a: Path, b: Path, ignore_attrs: tuple[str, ...] = ("shard",
             assert attrs_a[k] == attrs_b[k], k
 
 
+def run_command(cmd: list[str], cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run a command in its own process group; on timeout kill the group (workers too) and fail."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"hung (killed after {timeout} s): {' '.join(cmd)}\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 @pytest.fixture(scope="session")
 def datagen():
     """The helpers above for test modules (``--import-mode=importlib`` cannot import conftest)."""
     import types
 
     return types.SimpleNamespace(make_fit=make_fit, make_image=make_image, write_dataset=write_dataset,
-                                 zip_folder=zip_folder, assert_same_hdf5=assert_same_hdf5)
+                                 zip_folder=zip_folder, assert_same_hdf5=assert_same_hdf5, run_command=run_command)

@@ -4,6 +4,9 @@ building the rotated files."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -75,11 +78,14 @@ def test_angle_names_and_validation():
             rot.parse_angles(bad)
 
 
-def test_rotate_command_and_build_option_agree(synthetic_300wlp_dir, tmp_path, capsys):
+def test_rotate_command_and_build_option_agree(synthetic_300wlp_dir, tmp_path, capsys, datagen):
     out = tmp_path / "rotated"
-    assert main(["rotate", "--source", str(synthetic_300wlp_dir), "--out", str(out), "--angles", "0,15,-30",
-                 "--limit", "4", "--workers", "2", "--no-progress"]) == 0, capsys.readouterr().err
-    assert "wrote 12 rotated images" in capsys.readouterr().out
+    script = Path(sys.executable).parent / "prnet-build-dataset"  # the console script, two spawn workers
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "prnet_keras.cli.build_dataset"]
+    r = datagen.run_command([*cmd, "rotate", "--source", str(synthetic_300wlp_dir), "--out", str(out), "--angles",
+                             "0,15,-30", "--limit", "4", "--workers", "2"])
+    assert r.returncode == 0, r.stderr
+    assert "wrote 12 rotated images" in r.stdout
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jpg"))
     assert "AFW_Flip/AFW_1000_1_0_angle_15.jpg" in names and "AFW_Flip/AFW_1000_1_0_angle_-30.jpg" in names
     assert "AFW_Flip/AFW_1000_1_0.jpg" in names and len(names) == 12

@@ -137,6 +137,6 @@ def test_usage_names_the_command_as_typed(script, console):
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"usage: {name} "), r.stdout[:200]
     if script == "build_dataset.py":
-        for sub in ("synth", "merge"):
+        for sub in ("synth", "merge", "fit", "rotate", "export-list"):
             r = run([*console_script(console), sub, "--help"], timeout=120)
             assert r.returncode == 0 and r.stdout.startswith(f"usage: {console} {sub} "), r.stdout[:200]
