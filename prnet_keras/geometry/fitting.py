@@ -38,7 +38,9 @@ import numpy as np
 
 from prnet_keras.errors import InputError
 from prnet_keras.geometry.morphable import MorphableModel
-from prnet_keras.geometry.pose import make_pose_para, rotation_to_angles
+from prnet_keras.geometry.pose import (
+    affine_camera, make_pose_para, orthonormalise, rotation_to_angles, similarity_given_rotation, skew,
+)
 
 N_LANDMARKS = 68
 JAW = np.arange(17)  # iBUG 68: 0-16 the jaw line, 8 the chin
@@ -140,57 +142,6 @@ def _keypoint_bases(model: MorphableModel, n_shape: int, n_exp: int) -> _Keypoin
 
 
 # ---- linear algebra helpers --------------------------------------------------------------------
-def affine_camera(model_points: np.ndarray, image_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares affine camera x ≈ M·X + t for B point sets, after normalising both sides.
-
-    model_points (B, N, 3); image_points (B, N, r), r = 2 (x, y) or 3 (x, y, z), camera frame.
-    Returns M (B, r, 3) and t (B, r). Both point sets are centred and scaled to unit RMS
-    distance before solving (Hartley's normalisation), which keeps the 3x3 normal equations
-    well conditioned whatever the units; the result is mapped back to the original units.
-    """
-    X = np.asarray(model_points, np.float64)
-    x = np.asarray(image_points, np.float64)
-    mx, mX = x.mean(1, keepdims=True), X.mean(1, keepdims=True)
-    xc, Xc = x - mx, X - mX
-    sx = 1.0 / np.sqrt((xc**2).sum(-1).mean(1))[:, None, None]
-    sX = 1.0 / np.sqrt((Xc**2).sum(-1).mean(1))[:, None, None]
-    xn, Xn = xc * sx, Xc * sX
-    gram = np.einsum("bni,bnj->bij", Xn, Xn)
-    cross = np.einsum("bni,bnj->bij", Xn, xn)  # (B, 3, r)
-    m_norm = np.linalg.solve(gram, cross).transpose(0, 2, 1)  # (B, r, 3)
-    m = m_norm * (sX / sx)
-    t = mx[:, 0] - np.einsum("brc,bc->br", m, mX[:, 0])
-    return m, t
-
-
-def orthonormalise(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Affine camera rows (B, 2|3, 3) -> (scale (B,), proper rotation (B, 3, 3)).
-
-    Two rows: the third is their cross product (after normalising each). The nearest
-    rotation comes from the SVD with the sign of the last singular vector fixed (det = +1);
-    the scale is the mean row norm.
-    """
-    m = np.asarray(m, np.float64)
-    norms = np.linalg.norm(m, axis=-1)
-    scale = norms.mean(-1)
-    r = m / np.maximum(norms[..., None], 1e-300)
-    if r.shape[1] == 2:
-        r = np.concatenate([r, np.cross(r[:, 0], r[:, 1])[:, None]], 1)
-    u, _, vt = np.linalg.svd(r)
-    fix = np.ones((len(r), 3))
-    fix[:, 2] = np.sign(np.linalg.det(u @ vt))
-    return scale, (u * fix[:, None]) @ vt
-
-
-def _similarity_given_rotation(X: np.ndarray, x: np.ndarray, rot_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares scale (B,) and translation (B, r) of x ≈ s·R_r·X + t for fixed rows R_r."""
-    mX, mx = X.mean(1), x.mean(1)
-    y = np.einsum("brc,bnc->bnr", rot_rows, X - mX[:, None])
-    s = np.einsum("bnr,bnr->b", y, x - mx[:, None]) / np.maximum(np.einsum("bnr,bnr->b", y, y), 1e-300)
-    t = mx - s[:, None] * np.einsum("brc,bc->br", rot_rows, mX)
-    return s, t
-
-
 def _ridge(a: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
     """argmin |a·z - b|² + reg·|z|² for a (B, m, k), b (B, m) -> (B, k)."""
     k = a.shape[-1]
@@ -354,15 +305,8 @@ def _camera(X: np.ndarray, target: np.ndarray, r: int) -> tuple[np.ndarray, np.n
     """Scale (B,), rotation (B, 3, 3) and translation (B, r) of the affine camera X -> target."""
     m, _ = affine_camera(X, target)
     _, rot = orthonormalise(m)
-    s, t = _similarity_given_rotation(X, target, rot[:, :r])
+    s, t = similarity_given_rotation(X, target, rot[:, :r])
     return s, rot, t
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    """(..., 3) -> (..., 3, 3) cross-product matrices [v]x."""
-    z = np.zeros(v.shape[:-1])
-    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1), np.stack([v[..., 2], z, -v[..., 0]], -1),
-                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
 
 
 def _cost(kb: _KeypointBases, rows: np.ndarray, target: np.ndarray, norm: np.ndarray, params: tuple,
@@ -390,7 +334,7 @@ def _levenberg_marquardt(kb: _KeypointBases, rows: np.ndarray, target: np.ndarra
     b, n, r = target.shape
     cost, res, Y = _cost(kb, rows, target, norm, params, reg_shape, reg_exp)
     # d pred / d w = -s·[Y]x (first r rows), d / d log s = s·Y, d / d t = I.
-    blocks = [(-s[:, None, None, None] * _skew(Y))[:, :, :r], (s[:, None, None] * Y[:, :, :r])[..., None],
+    blocks = [(-s[:, None, None, None] * skew(Y))[:, :, :r], (s[:, None, None] * Y[:, :, :r])[..., None],
               np.broadcast_to(np.eye(r), (b, n, r, r))]
     prior, coefs = [np.zeros(4 + r)], [np.zeros((b, 4 + r))]
     for basis, coef, reg in ((kb.shape, alpha, reg_shape), (kb.exp, beta, reg_exp)):
@@ -409,7 +353,7 @@ def _levenberg_marquardt(kb: _KeypointBases, rows: np.ndarray, target: np.ndarra
     step = -np.linalg.solve(lhs, rhs[..., None])[..., 0]
     w = step[:, :3]
     angle = np.linalg.norm(w, axis=-1)
-    k_mat = _skew(w / np.maximum(angle, 1e-300)[:, None])
+    k_mat = skew(w / np.maximum(angle, 1e-300)[:, None])
     update = (np.eye(3)[None] + np.sin(angle)[:, None, None] * k_mat
               + (1.0 - np.cos(angle))[:, None, None] * (k_mat @ k_mat))  # Rodrigues
     o = 4 + r

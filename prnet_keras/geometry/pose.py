@@ -155,3 +155,62 @@ def camera_matrix(s: float, rotation: np.ndarray, t: np.ndarray) -> np.ndarray:
     p[:, :3] = s * np.asarray(rotation)
     p[:, 3] = np.asarray(t).reshape(3)
     return p
+
+
+# ---- batched affine cameras (landmark fitting) ----------------------------------------------------
+def affine_camera(model_points: np.ndarray, image_points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares affine camera x ≈ M·X + t for B point sets, after normalising both sides.
+
+    model_points (B, N, 3); image_points (B, N, r), r = 2 (x, y) or 3 (x, y, z), camera frame.
+    Returns M (B, r, 3) and t (B, r). Both point sets are centred and scaled to unit RMS
+    distance before solving (Hartley's normalisation), which keeps the 3x3 normal equations
+    well conditioned whatever the units; the result is mapped back to the original units.
+    """
+    X = np.asarray(model_points, np.float64)
+    x = np.asarray(image_points, np.float64)
+    mx, mX = x.mean(1, keepdims=True), X.mean(1, keepdims=True)
+    xc, Xc = x - mx, X - mX
+    sx = 1.0 / np.sqrt((xc**2).sum(-1).mean(1))[:, None, None]
+    sX = 1.0 / np.sqrt((Xc**2).sum(-1).mean(1))[:, None, None]
+    xn, Xn = xc * sx, Xc * sX
+    gram = np.einsum("bni,bnj->bij", Xn, Xn)
+    cross = np.einsum("bni,bnj->bij", Xn, xn)  # (B, 3, r)
+    m_norm = np.linalg.solve(gram, cross).transpose(0, 2, 1)  # (B, r, 3)
+    m = m_norm * (sX / sx)
+    t = mx[:, 0] - np.einsum("brc,bc->br", m, mX[:, 0])
+    return m, t
+
+
+def orthonormalise(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Affine camera rows (B, 2|3, 3) -> (scale (B,), proper rotation (B, 3, 3)).
+
+    Two rows: the third is their cross product (after normalising each). The nearest
+    rotation comes from the SVD with the sign of the last singular vector fixed (det = +1);
+    the scale is the mean row norm.
+    """
+    m = np.asarray(m, np.float64)
+    norms = np.linalg.norm(m, axis=-1)
+    scale = norms.mean(-1)
+    r = m / np.maximum(norms[..., None], 1e-300)
+    if r.shape[1] == 2:
+        r = np.concatenate([r, np.cross(r[:, 0], r[:, 1])[:, None]], 1)
+    u, _, vt = np.linalg.svd(r)
+    fix = np.ones((len(r), 3))
+    fix[:, 2] = np.sign(np.linalg.det(u @ vt))
+    return scale, (u * fix[:, None]) @ vt
+
+
+def similarity_given_rotation(X: np.ndarray, x: np.ndarray, rot_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares scale (B,) and translation (B, r) of x ≈ s·R_r·X + t for fixed rows R_r."""
+    mX, mx = X.mean(1), x.mean(1)
+    y = np.einsum("brc,bnc->bnr", rot_rows, X - mX[:, None])
+    s = np.einsum("bnr,bnr->b", y, x - mx[:, None]) / np.maximum(np.einsum("bnr,bnr->b", y, y), 1e-300)
+    t = mx - s[:, None] * np.einsum("brc,bc->br", rot_rows, mX)
+    return s, t
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    """(..., 3) -> (..., 3, 3) cross-product matrices [v]x."""
+    z = np.zeros(v.shape[:-1])
+    return np.stack([np.stack([z, -v[..., 2], v[..., 1]], -1), np.stack([v[..., 2], z, -v[..., 0]], -1),
+                     np.stack([-v[..., 1], v[..., 0], z], -1)], -2)

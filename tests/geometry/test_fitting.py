@@ -157,3 +157,20 @@ def test_mean_bfm_recovers_the_yaw_of_real_fits(mean_bfm, reference_data):
     errs = {c: abs(float(np.degrees(fit_landmarks(mean_bfm, mat["pt2d"].T, SIZE, contour=c).pose_para[0, 0, 1])) - yaw)
             for c in (False, True)}
     assert errs[True] < 6.0 and errs[False] > 2 * errs[True], errs  # measured 4.8° with marching, 15.7° without
+
+
+def test_affine_camera_and_orthonormalise_recover_a_similarity():
+    from prnet_keras.geometry.pose import affine_camera, orthonormalise
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(0, 5e4, (4, 68, 3))  # BFM-like units
+    rots = np.stack([angles_to_rotation(np.radians(a)) for a in rng.uniform(-80, 80, (4, 3))])
+    s, t = rng.uniform(1e-3, 2e-3, 4), rng.uniform(0, 400, (4, 3))
+    for r in (2, 3):
+        x = s[:, None, None] * np.einsum("bij,bnj->bni", rots, X)[..., :r] + t[:, None, :r]
+        m, tt = affine_camera(X, x)
+        scale, rot = orthonormalise(m)
+        np.testing.assert_allclose(rot, rots, atol=1e-9)
+        np.testing.assert_allclose(scale, s, rtol=1e-9)
+        np.testing.assert_allclose(tt, t[:, :r], atol=1e-6)
+        assert np.allclose(np.linalg.det(rot), 1.0)
