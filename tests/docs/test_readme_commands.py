@@ -1,0 +1,450 @@
+"""Every project command shown in README.md and docs/*.md runs, as written, on tiny generated inputs.
+
+The pages are read in order (README first, like a user), and their commands run one after the
+other in one temporary working folder, each in a subprocess under a timeout (so a hang fails
+here, not CI). What a user would supply is generated (``given``); what the test changes is listed
+in ``scale_down``; commands marked ``# needs: …`` are not run but their flags are checked
+against ``--help``. docs/development.md explains the conventions.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---- the commands of a page ------------------------------------------------------------------
+# A command is one line of a ``bash`` / ``sh`` / ``shell`` / ``console`` block (``\\`` continuations
+# joined, a leading ``$ `` dropped, ``a && b`` split). ``# needs: <what>`` at the end of a line marks
+# that command as not runnable here; on a line of its own, every command after it in the block.
+
+SHELL_LANGS = {"bash", "sh", "shell", "console"}
+NEEDS = re.compile(r"#\s*needs:\s*(.+?)\s*$")
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+@dataclass
+class DocCommand:
+    page: str                 # e.g. "README.md", "docs/data.md"
+    line: int                 # 1-based line in the page
+    text: str                 # the command as written (comments stripped)
+    argv: list[str]           # shell words, environment assignments removed
+    env: dict[str, str] = field(default_factory=dict)
+    needs: str | None = None  # what a marked command needs
+
+
+def shell_blocks(text: str) -> list[tuple[int, list[str]]]:
+    """(line number of the first line, lines) of every shell code block."""
+    blocks, lines, start, lang = [], text.splitlines(), None, None
+    for i, line in enumerate(lines):
+        fence = re.match(r"^\s*```\s*([\w-]*)", line)
+        if fence and start is None:
+            start, lang = i + 1, fence.group(1).lower()
+        elif fence and line.strip() == "```":
+            if lang in SHELL_LANGS:
+                blocks.append((start + 1, lines[start:i]))
+            start, lang = None, None
+    return blocks
+
+
+def commands_of_block(page: str, first_line: int, lines: list[str]) -> list[DocCommand]:
+    out: list[DocCommand] = []
+    block_needs = None
+    joined: list[tuple[int, str]] = []
+    for i, raw in enumerate(lines):
+        if joined and joined[-1][1].endswith("\\"):
+            joined[-1] = (joined[-1][0], joined[-1][1][:-1] + " " + raw.strip())
+        else:
+            joined.append((first_line + i, raw.strip()))
+    for lineno, line in joined:
+        if not line:
+            continue
+        needs = NEEDS.search(line)
+        if line.startswith("#"):
+            if needs:
+                block_needs = needs.group(1)
+            continue
+        line = line[2:] if line.startswith("$ ") else line
+        for part in re.split(r"\s&&\s|\s;\s", line):
+            words = shlex.split(part, comments=True)
+            env = {}
+            while words and ENV_ASSIGNMENT.match(words[0]):
+                key, _, value = words.pop(0).partition("=")
+                env[key] = value
+            if words:
+                text = part.split(" #", 1)[0].strip()
+                out.append(DocCommand(page, lineno, text, words, env,
+                                      needs.group(1) if needs else block_needs))
+    return out
+
+
+def doc_commands(path: Path) -> list[DocCommand]:
+    page = str(path.relative_to(ROOT))
+    cmds: list[DocCommand] = []
+    for first, lines in shell_blocks(path.read_text(encoding="utf-8")):
+        cmds.extend(commands_of_block(page, first, lines))
+    return cmds
+
+
+def classify(argv: list[str]) -> tuple[str, list[str] | str]:
+    """("run", argv to execute) for a project command, ("skip", reason) for one that is shown but
+    not run here, ("other", program) for a program that is not ours (curl, docker, pip…)."""
+    prog = argv[0]
+    bindir = Path(sys.executable).parent
+    if prog.startswith("prnet-"):
+        return "run", [str(bindir / prog), *argv[1:]]
+    if prog == "make":
+        return "skip", "make target: `make test` is this suite, `make demo`/`bench` run outside it"
+    if prog in ("python", "python3") or prog.endswith("/python"):
+        if len(argv) > 2 and argv[1] == "-m":
+            if argv[2].startswith("prnet_keras"):
+                return "run", [sys.executable, *argv[1:]]
+            if argv[2] == "pytest":
+                return "skip", "the test suite itself"
+            return "other", f"python -m {argv[2]}"
+        if len(argv) > 1 and argv[1].endswith(".py"):
+            if argv[1].startswith("bench/"):
+                return "skip", "benchmark: long by design, run with `make bench` (docs/performance.md)"
+            if (ROOT / argv[1]).is_file() and "/" not in argv[1]:
+                return "run", [sys.executable, str(ROOT / argv[1]), *argv[2:]]
+        return "other", "python"
+    return "other", prog
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [p for p in PAGES if doc_commands(p)]
+TIMEOUT_S = 240        # per command; the slowest (a short training run) takes well under a minute
+SERVER_START_S = 120
+
+
+# ---- inputs a user would supply, generated on first use ----------------------------------------
+
+def _photo(dest: Path, index: int = 0) -> None:
+    """A frontal synthetic face without occluders (what MTCNN finds, like a portrait photo)."""
+    from prnet_keras.data.synth import generate_dataset
+
+    tmp = dest.parent / f".{dest.name}.d"
+    paths = generate_dataset(tmp, layout="aflw2000", count=index + 1, seed=7, occluders=False,
+                             near_frontal_fraction=1.0)
+    shutil.copy(paths[index], dest)
+    shutil.rmtree(tmp)
+
+
+def _zip(folder: Path, dest: Path, inner: str, count: int) -> None:
+    """The first ``count`` samples of a synthetic dataset, zipped like the real download."""
+    with zipfile.ZipFile(dest, "w") as z:
+        for jpg in sorted(folder.rglob("*.jpg"))[:count]:
+            for f in (jpg, jpg.with_suffix(".mat")):
+                z.write(f, f"{inner}/{f.relative_to(folder)}")
+
+
+def _bfm(dest: Path) -> None:
+    from prnet_keras.geometry import save_face3d_bfm
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+
+    save_face3d_bfm(build_synthetic_model(seed=0), dest)  # the model the synthetic datasets use
+
+
+def _uv_data(dest: Path) -> None:
+    """A folder in PRNet's Data/uv-data format holding the synthetic model's layout."""
+    import cv2
+
+    from prnet_keras.geometry import UVLayout
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+
+    layout = UVLayout.from_model(build_synthetic_model(seed=0))
+    dest.mkdir(parents=True)
+    np.savetxt(dest / "uv_kpt_ind.txt", layout.uv_kpt_ind, fmt="%d")
+    np.savetxt(dest / "face_ind.txt", layout.face_ind, fmt="%d")
+    cv2.imwrite(str(dest / "uv_weight_mask.png"), np.round(layout.weight_mask * 255).astype(np.uint8))
+    cv2.imwrite(str(dest / "uv_face_mask.png"), layout.face_mask.astype(np.uint8) * 255)
+    np.save(dest / "canonical_vertices.npy", layout.canonical_vertices * np.float32([1, -1, 1]))  # y down, as PRNet's
+
+
+def _official_checkpoint(prefix: Path) -> None:
+    """A TF1 checkpoint with the official variable names (random values) under PRNet's prefix."""
+    import tensorflow as tf
+
+    from prnet_keras.model import build_model
+    from prnet_keras.model.resfcn import official_variable_map
+
+    variables = official_variable_map(build_model("resfcn256"))
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=list(variables), shape_and_slices=[""] * len(variables),
+                      tensors=[tf.constant(v.numpy()) for v in variables.values()])
+
+
+def _small_model(dest: Path) -> None:
+    """A small light network with its UV layout beside it, like a training run's folder."""
+    from prnet_keras.geometry import UVLayout
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+    from prnet_keras.model import build_model
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    build_model("light", width=0.25).save(dest)
+    UVLayout.from_model(build_synthetic_model(seed=0)).save(dest.parent / "uv_layout.npz")
+
+
+def _build(source: Path, dest: Path, mode: str) -> None:
+    from prnet_keras.data.build import build_hdf5
+
+    build_hdf5(source, dest, buildmode=mode, workers=1)
+
+
+def given(aflw: Path, wlp: Path) -> dict:
+    """Path as written in the docs -> how to make it (called only when the path is missing)."""
+    return {
+        "photo.jpg": _photo,
+        "photos": lambda d: (d.mkdir(), _photo(d / "a.jpg"), _photo(d / "b.jpg", 1)),
+        "data/300W-LP.zip": lambda d: _zip(wlp, d, "300W_LP", 8),
+        "data/AFLW2000-3D.zip": lambda d: _zip(aflw, d, "AFLW2000", 4),
+        "BFM/BFM.mat": _bfm,
+        "PRNet/Data/uv-data": _uv_data,
+        "PRNet/Data/net-data/256_256_resfcn256_weight": _official_checkpoint,
+        "quickstart/data/300W_LP": lambda d: shutil.copytree(wlp, d),
+        "quickstart/data/AFLW2000": lambda d: shutil.copytree(aflw, d),
+        "quickstart/data/train.hdf5": lambda d: _build(wlp, d, "train"),
+        "quickstart/data/val.hdf5": lambda d: _build(aflw, d, "val"),
+        "quickstart/run/best_nme.keras": _small_model,
+        "runs/prnet/best_nme.keras": _small_model,
+    }
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.with_name(path.name + ".index").exists()  # a checkpoint prefix
+
+
+OUTPUT_FLAGS = {"--out", "--output", "--outputdir"}
+
+
+def materialise(argv: list[str], cwd: Path, makers: dict) -> list[str]:
+    """Make every input the command names that does not exist yet; returns the paths made.
+    Outputs (the values of ``--out``, ``--output``, ``--outputdir``) are never made."""
+    made = []
+    training = "--steps-per-epoch" in argv  # scale_down ran first: a training command
+    for prev, word in zip(["", *argv], argv):
+        if prev in OUTPUT_FLAGS or (prev == "--hdf5dir" and not training):
+            continue
+        wanted = [word]
+        if training and prev == "--hdf5dir":  # a folder holding train.hdf5 (+ val.hdf5)
+            wanted = [f"{word.rstrip('/')}/train.hdf5", f"{word.rstrip('/')}/val.hdf5"]
+        for rel in wanted:
+            if rel in makers and not _exists(cwd / rel):
+                (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+                makers[rel](cwd / rel)
+                made.append(rel)
+    return made
+
+
+# ---- what the test changes, visibly ------------------------------------------------------------
+
+def _set(argv: list[str], flag: str, value: str) -> list[str]:
+    if flag in argv:
+        i = argv.index(flag)
+        return argv[:i + 1] + [value] + argv[i + 2:]
+    return argv + [flag, value]
+
+
+def scale_down(argv: list[str], help_text: str, server_port: int | None) -> list[str]:
+    """The changes to a command as written: 2 workers, few synthetic images, 1 step per epoch,
+    a free port for servers, clients pointed at the server started before them."""
+    if "--workers" in help_text:
+        argv = _set(argv, "--workers", "2")
+    if "synth" in argv and "--count" in argv:  # one training batch (8) / a few test images
+        argv = _set(argv, "--count", "4" if "aflw2000" in argv else "8")
+    if "--steps-per-epoch" in help_text:  # training
+        argv = _set(_set(_set(argv, "--epochs", "1"), "--steps-per-epoch", "1"), "--validation-steps", "1")
+    if "--serverurl" in help_text and server_port and "--serverurl" not in argv and "-u" not in argv:
+        argv = argv + ["--serverurl", f"http://127.0.0.1:{server_port}"]
+    return argv
+
+
+# ---- running --------------------------------------------------------------------------------------
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, MPLBACKEND="Agg", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    env.pop("DISPLAY", None)
+    return env
+
+
+def run(argv: list[str], cwd: Path, env: dict, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
+    """Run in a new process group; on timeout the whole group (spawned workers too) is killed."""
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
+
+
+_HELP: dict[tuple, str] = {}
+
+
+def help_text(argv: list[str], env: dict) -> str:
+    """``--help`` of the command (its subcommand included: leading words that are not flags)."""
+    n = 3 if argv[1:2] == ["-m"] else (2 if argv[0] == sys.executable else 1)
+    while n < len(argv) and not argv[n].startswith("-") and "/" not in argv[n] and "." not in argv[n]:
+        n += 1
+    key = tuple(argv[:n])
+    if key not in _HELP:
+        _HELP[key] = run([*argv[:n], "--help"], ROOT, env, timeout=60)[1]
+    return _HELP[key]
+
+
+class Server:
+    """A documented ``prnet-serve`` command, running on a free loopback port until stopped."""
+
+    def __init__(self, argv: list[str], cwd: Path, env: dict):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.argv = _set(argv, "--port", str(self.port))
+        self.proc = subprocess.Popen(self.argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def wait_ready(self) -> str | None:
+        """None when /healthz and /ui answer, else what went wrong."""
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with {self.proc.returncode}:\n{self.proc.stdout.read()[-3000:]}"
+            try:
+                for route in ("/healthz", "/ui"):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{route}", timeout=5) as r:
+                        assert r.status == 200
+                return None
+            except OSError:
+                time.sleep(0.5)
+        return f"not answering after {SERVER_START_S} s"
+
+    def stop(self) -> str | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # Ctrl-C: finishes open requests, exits 130
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                return "did not stop within 30 s of Ctrl-C"
+        out = self.proc.stdout.read()
+        return None if self.proc.returncode in (0, 130) else f"exit {self.proc.returncode}:\n{out[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, synthetic_aflw_dir, synthetic_300wlp_dir):
+    """One working folder for all pages (a user reads the README, then the pages), its input
+    makers, and the record of what ran: {command words: page where it ran}."""
+    return {"cwd": tmp_path_factory.mktemp("docs-commands"), "makers": given(synthetic_aflw_dir, synthetic_300wlp_dir),
+            "ran": {}, "env": _env()}
+
+
+def _report(request, line: str) -> None:
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if capman and reporter:
+        with capman.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_commands(page: Path, workspace, request):
+    cwd, env, failures, server = workspace["cwd"], workspace["env"], [], None
+    try:
+        for cmd in doc_commands(page):
+            kind, what = classify(cmd.argv)
+            where = f"{cmd.page}:{cmd.line}: {cmd.text}"
+            if kind == "other":
+                continue
+            if kind == "skip" or cmd.needs:
+                reason = what if kind == "skip" else f"needs {cmd.needs}"
+                if kind == "run":  # marked: at least its flags must exist
+                    helptext = help_text(what, env)
+                    unknown = [w.split("=")[0] for w in cmd.argv if w.startswith("--")
+                               and w.split("=")[0] not in helptext]
+                    if unknown:
+                        failures.append(f"{where}\n  flags not in --help: {unknown}")
+                _report(request, f"docs: not run: {where}  ({reason})")
+                continue
+            argv = scale_down(list(what), help_text(what, env), server.port if server else None)
+            made = materialise(argv, cwd, workspace["makers"])
+            if "prnet-serve" in Path(argv[0]).name:
+                if server:
+                    problem = server.stop()
+                    if problem:
+                        failures.append(f"{where}\n  previous server: {problem}")
+                t0 = time.monotonic()
+                server = Server(argv, cwd, dict(env, **cmd.env))
+                problem = server.wait_ready()
+                if problem:
+                    failures.append(f"{where}\n  server: {problem}")
+                _report(request, f"docs: {'FAILED' if problem else 'up'} {time.monotonic() - t0:5.1f} s  {where}"
+                                 f"  (port {server.port}, stopped after the page's last command)")
+                continue
+            key = tuple(argv)
+            if key in workspace["ran"]:  # e.g. the README's quickstart, repeated on a page
+                _report(request, f"docs: same  {where}  (ran in {workspace['ran'][key]})")
+                continue
+            t0 = time.monotonic()
+            code, out = run(argv, cwd, dict(env, **cmd.env))
+            took = time.monotonic() - t0
+            if code == 0:
+                workspace["ran"][key] = cmd.page
+            else:
+                status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
+                failures.append(f"{where}\n  ran: {' '.join(argv)}\n  generated inputs: {made}\n"
+                                f"  {status}; output tail:\n{out[-2500:]}")
+            _report(request, f"docs: {'ok' if code == 0 else 'FAILED'} {took:5.1f} s  {where}")
+    finally:
+        if server:
+            problem = server.stop()
+            if problem:
+                failures.append(f"{page.name}: server stop: {problem}")
+    assert not failures, "\n\n".join(failures)
+
+
+# ---- the parser itself --------------------------------------------------------------------------
+
+def test_blocks_and_needs_marks_are_parsed():
+    text = "\n".join([
+        "```bash", "prnet-train --hdf5dir d \\", "    --workers 4   # a comment",
+        "prnet-predict --image a.jpg --model m.keras   # needs: display",
+        "# needs: GPU", "A=1 prnet-train --hdf5dir e && prnet-evaluate --model x", "```",
+        "```python", "prnet-not-shell", "```", "```console", "$ make demo", "```",
+    ])
+    blocks = shell_blocks(text)
+    assert [first for first, _ in blocks] == [2, 12]
+    cmds = commands_of_block("p.md", *blocks[0])
+    assert [c.argv[0] for c in cmds] == ["prnet-train", "prnet-predict", "prnet-train", "prnet-evaluate"]
+    assert cmds[0].argv == ["prnet-train", "--hdf5dir", "d", "--workers", "4"] and cmds[0].needs is None
+    assert cmds[1].needs == "display" and cmds[2].needs == "GPU" and cmds[3].needs == "GPU"
+    assert cmds[2].env == {"A": "1"} and cmds[0].line == 2
+    assert classify(commands_of_block("p.md", *blocks[1])[0].argv)[0] == "skip"
+    assert classify(["python", "build_dataset.py", "--help"])[0] == "run"
+    assert classify(["curl", "x"]) == ("other", "curl")
+
+
+def test_scale_down_is_visible_and_limited():
+    helptext = "--workers --steps-per-epoch --epochs"
+    argv = scale_down(["prnet-train", "--hdf5dir", "d", "--workers", "8"], helptext, None)
+    assert argv == ["prnet-train", "--hdf5dir", "d", "--workers", "2", "--epochs", "1",
+                    "--steps-per-epoch", "1", "--validation-steps", "1"]
+    assert scale_down(["prnet-predict", "--image", "a.jpg"], "--image --model", None) == ["prnet-predict", "--image", "a.jpg"]
