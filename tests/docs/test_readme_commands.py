@@ -262,10 +262,13 @@ def _set(argv: list[str], flag: str, value: str) -> list[str]:
 
 
 def scale_down(argv: list[str], help_text: str, server_port: int | None) -> list[str]:
-    """The changes to a command as written: 2 workers, few synthetic images, 1 step per epoch,
-    a free port for servers, clients pointed at the server started before them."""
+    """The changes to a command as written: 2 workers, small build chunks, few synthetic images,
+    1 step per epoch, clients pointed at the server started before them (servers get a free
+    port in ``Server``)."""
     if "--workers" in help_text:
         argv = _set(argv, "--workers", "2")
+    if "--commit-every" in help_text:  # tiny inputs in several chunks, so 2 workers really share them
+        argv = _set(argv, "--commit-every", "4")
     if "synth" in argv and "--count" in argv:  # one training batch (8) / a few test images
         argv = _set(argv, "--count", "4" if "aflw2000" in argv else "8")
     if "--steps-per-epoch" in help_text:  # training
