@@ -2,7 +2,7 @@
 
 The pages are read in order (README first, like a user), and their commands run one after the
 other in one temporary working folder, each in a subprocess under a timeout (so a hang fails
-here, not CI). What a user would supply is generated (``given``); what the test changes is listed
+here, not CI). What a user would supply is generated (``given`` in conftest.py); what the test changes is listed
 in ``scale_down``; commands marked ``# needs: …`` are not run but their flags are checked
 against ``--help``. docs/development.md explains the conventions.
 """
@@ -12,18 +12,15 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,99 +128,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PAGES = [p for p in PAGES if doc_commands(p)]
 TIMEOUT_S = 240        # per command; the slowest (a short training run) takes well under a minute
 SERVER_START_S = 120
-
-
-# ---- inputs a user would supply, generated on first use ----------------------------------------
-
-def _photo(dest: Path, index: int = 0) -> None:
-    """A frontal synthetic face without occluders (what MTCNN finds, like a portrait photo)."""
-    from prnet_keras.data.synth import generate_dataset
-
-    tmp = dest.parent / f".{dest.name}.d"
-    paths = generate_dataset(tmp, layout="aflw2000", count=index + 1, seed=7, occluders=False,
-                             near_frontal_fraction=1.0)
-    shutil.copy(paths[index], dest)
-    shutil.rmtree(tmp)
-
-
-def _zip(folder: Path, dest: Path, inner: str, count: int) -> None:
-    """The first ``count`` samples of a synthetic dataset, zipped like the real download."""
-    with zipfile.ZipFile(dest, "w") as z:
-        for jpg in sorted(folder.rglob("*.jpg"))[:count]:
-            for f in (jpg, jpg.with_suffix(".mat")):
-                z.write(f, f"{inner}/{f.relative_to(folder)}")
-
-
-def _bfm(dest: Path) -> None:
-    from prnet_keras.geometry import save_face3d_bfm
-    from prnet_keras.geometry.synthetic import build_synthetic_model
-
-    save_face3d_bfm(build_synthetic_model(seed=0), dest)  # the model the synthetic datasets use
-
-
-def _uv_data(dest: Path) -> None:
-    """A folder in PRNet's Data/uv-data format holding the synthetic model's layout."""
-    import cv2
-
-    from prnet_keras.geometry import UVLayout
-    from prnet_keras.geometry.synthetic import build_synthetic_model
-
-    layout = UVLayout.from_model(build_synthetic_model(seed=0))
-    dest.mkdir(parents=True)
-    np.savetxt(dest / "uv_kpt_ind.txt", layout.uv_kpt_ind, fmt="%d")
-    np.savetxt(dest / "face_ind.txt", layout.face_ind, fmt="%d")
-    cv2.imwrite(str(dest / "uv_weight_mask.png"), np.round(layout.weight_mask * 255).astype(np.uint8))
-    cv2.imwrite(str(dest / "uv_face_mask.png"), layout.face_mask.astype(np.uint8) * 255)
-    np.save(dest / "canonical_vertices.npy", layout.canonical_vertices * np.float32([1, -1, 1]))  # y down, as PRNet's
-
-
-def _official_checkpoint(prefix: Path) -> None:
-    """A TF1 checkpoint with the official variable names (random values) under PRNet's prefix."""
-    import tensorflow as tf
-
-    from prnet_keras.model import build_model
-    from prnet_keras.model.resfcn import official_variable_map
-
-    variables = official_variable_map(build_model("resfcn256"))
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=list(variables), shape_and_slices=[""] * len(variables),
-                      tensors=[tf.constant(v.numpy()) for v in variables.values()])
-
-
-def _small_model(dest: Path) -> None:
-    """A small light network with its UV layout beside it, like a training run's folder."""
-    from prnet_keras.geometry import UVLayout
-    from prnet_keras.geometry.synthetic import build_synthetic_model
-    from prnet_keras.model import build_model
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    build_model("light", width=0.25).save(dest)
-    UVLayout.from_model(build_synthetic_model(seed=0)).save(dest.parent / "uv_layout.npz")
-
-
-def _build(source: Path, dest: Path, mode: str) -> None:
-    from prnet_keras.data.build import build_hdf5
-
-    build_hdf5(source, dest, buildmode=mode, workers=1)
-
-
-def given(aflw: Path, wlp: Path) -> dict:
-    """Path as written in the docs -> how to make it (called only when the path is missing)."""
-    return {
-        "photo.jpg": _photo,
-        "photos": lambda d: (d.mkdir(), _photo(d / "a.jpg"), _photo(d / "b.jpg", 1)),
-        "data/300W-LP.zip": lambda d: _zip(wlp, d, "300W_LP", 8),
-        "data/AFLW2000-3D.zip": lambda d: _zip(aflw, d, "AFLW2000", 4),
-        "BFM/BFM.mat": _bfm,
-        "PRNet/Data/uv-data": _uv_data,
-        "PRNet/Data/net-data/256_256_resfcn256_weight": _official_checkpoint,
-        "quickstart/data/300W_LP": lambda d: shutil.copytree(wlp, d),
-        "quickstart/data/AFLW2000": lambda d: shutil.copytree(aflw, d),
-        "quickstart/data/train.hdf5": lambda d: _build(wlp, d, "train"),
-        "quickstart/data/val.hdf5": lambda d: _build(aflw, d, "val"),
-        "quickstart/run/best_nme.keras": _small_model,
-        "runs/prnet/best_nme.keras": _small_model,
-    }
 
 
 def _exists(path: Path) -> bool:
@@ -353,11 +257,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, synthetic_aflw_dir, synthetic_300wlp_dir):
-    """One working folder for all pages (a user reads the README, then the pages), its input
+def workspace(tmp_path_factory, given_inputs):
+    """One working folder for all pages (a user reads the README, then the pages), the input
     makers, and the record of what ran: {command words: page where it ran}."""
-    return {"cwd": tmp_path_factory.mktemp("docs-commands"), "makers": given(synthetic_aflw_dir, synthetic_300wlp_dir),
-            "ran": {}, "env": _env()}
+    return {"cwd": tmp_path_factory.mktemp("docs-commands"), "makers": given_inputs, "ran": {}, "env": _env()}
 
 
 def _report(request, line: str) -> None:
@@ -368,59 +271,59 @@ def _report(request, line: str) -> None:
             reporter.write_line(line)
 
 
+def _unknown_flags(cmd: DocCommand, argv: list[str], env: dict) -> list[str]:
+    helptext = help_text(argv, env)
+    return [w.split("=")[0] for w in cmd.argv if w.startswith("--") and w.split("=")[0] not in helptext]
+
+
+def _is_server(cmd: DocCommand) -> bool:
+    return cmd.argv[0] == "prnet-serve" and not cmd.needs
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_commands(page: Path, workspace, request):
-    cwd, env, failures, server = workspace["cwd"], workspace["env"], [], None
+    cwd, env, ran, failures, server = workspace["cwd"], workspace["env"], workspace["ran"], [], None
+    commands = [c for c in doc_commands(page) if classify(c.argv)[0] != "other"]
     try:
-        for cmd in doc_commands(page):
+        for i, cmd in enumerate(commands):
             kind, what = classify(cmd.argv)
             where = f"{cmd.page}:{cmd.line}: {cmd.text}"
-            if kind == "other":
-                continue
             if kind == "skip" or cmd.needs:
-                reason = what if kind == "skip" else f"needs {cmd.needs}"
-                if kind == "run":  # marked: at least its flags must exist
-                    helptext = help_text(what, env)
-                    unknown = [w.split("=")[0] for w in cmd.argv if w.startswith("--")
-                               and w.split("=")[0] not in helptext]
-                    if unknown:
-                        failures.append(f"{where}\n  flags not in --help: {unknown}")
-                _report(request, f"docs: not run: {where}  ({reason})")
+                if kind == "run" and _unknown_flags(cmd, what, env):  # marked: its flags must exist
+                    failures.append(f"{where}\n  flags not in --help: {_unknown_flags(cmd, what, env)}")
+                _report(request, f"docs: not run: {where}  ({what if kind == 'skip' else 'needs ' + cmd.needs})")
                 continue
             argv = scale_down(list(what), help_text(what, env), server.port if server else None)
+            key = tuple(argv)
+            # the same command already ran (the README's quickstart repeated on a page); a server
+            # is started again unless the next command starts another one
+            if key in ran and not (_is_server(cmd) and not all(map(_is_server, commands[i + 1:i + 2]))):
+                _report(request, f"docs: same  {where}  (ran in {ran[key]})")
+                continue
             made = materialise(argv, cwd, workspace["makers"])
-            if "prnet-serve" in Path(argv[0]).name:
-                if server:
-                    problem = server.stop()
-                    if problem:
-                        failures.append(f"{where}\n  previous server: {problem}")
-                t0 = time.monotonic()
+            t0 = time.monotonic()
+            if _is_server(cmd):
+                problem = server.stop() if server else None
+                if problem:
+                    failures.append(f"{where}\n  the previous server: {problem}")
                 server = Server(argv, cwd, dict(env, **cmd.env))
                 problem = server.wait_ready()
-                if problem:
-                    failures.append(f"{where}\n  server: {problem}")
-                _report(request, f"docs: {'FAILED' if problem else 'up'} {time.monotonic() - t0:5.1f} s  {where}"
-                                 f"  (port {server.port}, stopped after the page's last command)")
-                continue
-            key = tuple(argv)
-            if key in workspace["ran"]:  # e.g. the README's quickstart, repeated on a page
-                _report(request, f"docs: same  {where}  (ran in {workspace['ran'][key]})")
-                continue
-            t0 = time.monotonic()
-            code, out = run(argv, cwd, dict(env, **cmd.env))
+                code, out, status = (1, problem, "server not ready") if problem else (0, "", "")
+            else:
+                code, out = run(argv, cwd, dict(env, **cmd.env))
+                status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
             took = time.monotonic() - t0
             if code == 0:
-                workspace["ran"][key] = cmd.page
+                ran[key] = cmd.page
             else:
-                status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
                 failures.append(f"{where}\n  ran: {' '.join(argv)}\n  generated inputs: {made}\n"
                                 f"  {status}; output tail:\n{out[-2500:]}")
-            _report(request, f"docs: {'ok' if code == 0 else 'FAILED'} {took:5.1f} s  {where}")
+            note = f"  (port {server.port}, up until the page's next server or its end)" if _is_server(cmd) else ""
+            _report(request, f"docs: {'ok' if code == 0 else 'FAILED'} {took:5.1f} s  {where}{note}")
     finally:
-        if server:
-            problem = server.stop()
-            if problem:
-                failures.append(f"{page.name}: server stop: {problem}")
+        problem = server.stop() if server else None
+        if problem:
+            failures.append(f"{page.name}: server stop: {problem}")
     assert not failures, "\n\n".join(failures)
 
 
