@@ -22,6 +22,21 @@ def _photo(dest: Path, index: int = 0) -> None:
     shutil.rmtree(tmp)
 
 
+def _photos_with_pts(dest: Path) -> None:
+    """Two photos with iBUG ``.pts`` landmark files beside them (1-based pixels), as from 300-W."""
+    import scipy.io
+
+    from prnet_keras.data.synth import generate_dataset
+
+    dest.mkdir()
+    for jpg in generate_dataset(dest, layout="aflw2000", count=2, seed=7, occluders=False, near_frontal_fraction=1.0):
+        pts = scipy.io.loadmat(str(jpg.with_suffix(".mat")))["pt3d_68"][:2].T + 1.0
+        jpg.with_suffix(".pts").write_text("version: 1\nn_points: 68\n{\n"
+                                           + "".join(f"{x:.2f} {y:.2f}\n" for x, y in pts) + "}\n")
+        jpg.with_suffix(".mat").unlink()
+    (dest / "synth_info.json").unlink(missing_ok=True)
+
+
 def _zip(folder: Path, dest: Path, inner: str, count: int) -> None:
     """The first ``count`` samples of a synthetic dataset, zipped like the real download."""
     with zipfile.ZipFile(dest, "w") as z:
@@ -87,6 +102,7 @@ def given(aflw: Path, wlp: Path) -> dict:
     """Path as written in the docs -> how to make it (called only when the path is missing)."""
     return {
         "photo.jpg": _photo,
+        "my_photos": _photos_with_pts,
         "photos": lambda d: (d.mkdir(), _photo(d / "a.jpg"), _photo(d / "b.jpg", 1)),
         "data/300W-LP.zip": lambda d: _zip(wlp, d, "300W_LP", 8),
         "data/AFLW2000-3D.zip": lambda d: _zip(aflw, d, "AFLW2000", 4),

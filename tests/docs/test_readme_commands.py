@@ -145,7 +145,7 @@ def materialise(argv: list[str], cwd: Path, makers: dict) -> list[str]:
     for prev, word in zip(["", *argv], argv):
         if prev in OUTPUT_FLAGS or (prev == "--hdf5dir" and not training):
             continue
-        wanted = [word]
+        wanted = [word, word.partition(":")[2]]  # also the path in a value like model:PATH
         if training and prev == "--hdf5dir":  # a folder holding train.hdf5 (+ val.hdf5)
             wanted = [f"{word.rstrip('/')}/train.hdf5", f"{word.rstrip('/')}/val.hdf5"]
         for rel in wanted:
