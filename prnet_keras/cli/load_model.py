@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
     p.add_argument("--mat-type", choices=("normal", "dotnet"), default="normal", help=".mat array layout")
-    p.add_argument("--show", action="store_true",
-                   help="open interactive open3d viewers; without a display, write headless mesh views (PNG)")
+    p.add_argument("--show", nargs="?", const="mesh", choices=("mesh", "points"), default=None,
+                   help="open each face in prnet-view (a process of its own) as a mesh, or as points with "
+                        "'--show points'; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
     p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir)")
     return p
@@ -140,15 +141,34 @@ def process_images(
     return summary
 
 
-def _show(faces: list[tuple[Path, Any]]) -> None:
-    """Interactive open3d viewers; without a display, headless renders (three yaw views) to PNG."""
-    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
-        from prnet_keras.viz.viewers import show_mesh, show_point_cloud
+_VIEWABLE = (("texture", "_textured.obj"), ("obj", ".obj"), ("ply", ".ply"), ("mat", ".mat"))
 
-        for _, face in faces:
-            show_mesh(face.camera_vertices, face.triangles, face.colors)
-            show_point_cloud(face.camera_vertices, face.colors)
-        return
+
+def _show(faces: list[tuple[Path, Any]], outputs: Sequence[str] = (), mode: str = "mesh") -> None:
+    """Show the faces in prnet-view, started as a child process: open3d's window crashes in a
+    process that has loaded TensorFlow, as this one has. Each face is shown from the mesh file
+    written for it (textured OBJ, OBJ, PLY or .mat, in that order), else from a temporary PLY.
+    Without a display, or when no window can be opened, writes headless views (PNG) instead.
+    """
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        import tempfile
+
+        from prnet_keras.cli.view import run_viewer
+        from prnet_keras.inference.writers import write_ply
+
+        with tempfile.TemporaryDirectory(prefix="prnet-show-") as tmp:
+            files = []
+            for stem, face in faces:
+                written = [stem.with_name(stem.name + ext) for out, ext in _VIEWABLE if out in outputs]
+                files.append(next((f for f in written if f.is_file()), None)
+                             or write_ply(face, Path(tmp) / f"{stem.name}.ply"))
+            print("showing the face in a viewer window (Esc or Q closes it)" if len(files) == 1 else
+                  f"showing {len(files)} faces in a viewer window, one after another (Esc or Q: next)", file=sys.stderr)
+            status = run_viewer(files, points=mode == "points")
+        if status in (0, 130, -2):  # shown, or closed with Ctrl-C
+            return
+        print(f"the viewer could not open a window (exit {status}): writing headless mesh views instead",
+              file=sys.stderr)
     from prnet_keras.viz.render import render_views, save_render
 
     for stem, face in faces:
@@ -208,12 +228,15 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              args.texture_size, args.visibility_mask, args.mat_type,
-                             log=lambda m: print(m, file=sys.stderr), keep_faces=args.show,
+                             log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,
                              progress=not args.no_progress)
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
           f"{args.output}, {len(summary['skipped'])} skipped")
+    if "uv" in outputs:  # the layout that turns the *_uv.npy maps into meshes (prnet-view reads it)
+        for folder in {p.parent for p in summary["written"] if p.name.endswith("_uv.npy")}:
+            predictor.layout.save(folder / "uv_layout.npz")
     if args.show and summary.get("face_objects"):
-        _show(summary["face_objects"])
+        _show(summary["face_objects"], outputs, args.show)
     return 0 if not summary["skipped"] else 1
 
 

@@ -24,9 +24,9 @@ from prnet_keras.geometry import vertex_normals
 from prnet_keras.inference.postprocess import Face, helper_pool, in_helper_thread
 from prnet_keras.inference.textfmt import format_rows
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, to_jsonable
+from prnet_keras.viz.meshfiles import MAT_KEYS, read_mesh_mat  # noqa: F401  (the reader of the .mat written here)
 
 OUTPUTS = ("obj", "ply", "mat", "kpt", "pose", "depth", "texture", "uv", "figure")
-MAT_KEYS = ("vertices", "colors", "full_triangles", "vertex_normals", "kptIdxs", "bounding_box")
 _FRAMES = {"camera": "x right, y up (y = h-1-y_image), z toward viewer; input-image pixels",
            "image": "x right, y down, z toward viewer; input-image pixels"}
 
@@ -163,41 +163,6 @@ def mesh_mat_bytes(face: Face, mat_type: str = "normal") -> bytes:
     buf = io.BytesIO()
     scipy.io.savemat(buf, mesh_mat_dict(face, mat_type), do_compression=False)
     return buf.getvalue()
-
-
-def read_mesh_mat(source: bytes | str | os.PathLike, name: str = "mesh .mat") -> dict[str, np.ndarray]:
-    """Read a mesh ``.mat`` (bytes or path; normal or dotnet) -> arrays in the normal layout.
-
-    vertices/colors/vertex_normals (N, 3) float32, full_triangles (T, 3) int64, kptIdxs (68,)
-    int64, bounding_box (6,) float32. Raises InputError naming the missing/bad key.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        name = str(source)
-        try:
-            source = Path(source).read_bytes()
-        except OSError as exc:
-            raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    try:
-        mat = scipy.io.loadmat(io.BytesIO(source))
-    except Exception as exc:  # scipy raises assorted types on garbage
-        raise InputError(f"{name}: not a MATLAB .mat file ({exc})") from None
-    missing = [k for k in MAT_KEYS if k not in mat]
-    if missing:
-        raise InputError(f"{name}: missing key(s) {', '.join(missing)}")
-    out = {}
-    for key in ("vertices", "colors", "vertex_normals", "full_triangles"):
-        a = np.asarray(mat[key])
-        if a.ndim != 2 or 3 not in a.shape:
-            raise InputError(f"{name}: {key} must be (N, 3) or (3, N), got {a.shape}")
-        if a.shape[1] != 3:
-            a = a.T  # dotnet layout
-        out[key] = a.astype(np.int64 if key == "full_triangles" else np.float32)
-    out["kptIdxs"] = np.asarray(mat["kptIdxs"]).reshape(-1).astype(np.int64)
-    out["bounding_box"] = np.asarray(mat["bounding_box"]).reshape(-1).astype(np.float32)
-    n = out["vertices"].shape[0]
-    if out["full_triangles"].size and (out["full_triangles"].min() < 0 or out["full_triangles"].max() >= n):
-        raise InputError(f"{name}: full_triangles index outside [0, {n})")
-    return out
 
 
 def write_mat(face: Face, path: str | os.PathLike, mat_type: str = "normal") -> Path:
