@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prnet_keras.server.codec import ApiError
@@ -32,10 +33,12 @@ from prnet_keras.utils import to_jsonable
 
 log = logging.getLogger("prnet_keras.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-# Reachable without the API key: health for load balancers; the page and the schema hold no
-# data (every call the page makes carries the key the user types in).
+# Reachable without the API key: health for load balancers; the page, the API docs (Swagger UI,
+# its OAuth2 redirect page, ReDoc) with their assets, and the schema hold no data (every call
+# the page or "Try it out" makes carries the key the user types in).
+DOCS_ASSETS = "/docs/static"
 PUBLIC_PATHS = ("/healthz", "/ui", "/ui/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
-PUBLIC_PREFIXES = ("/ui/static/",)
+PUBLIC_PREFIXES = ("/ui/static/", DOCS_ASSETS + "/")
 
 
 def _numpy_default(obj: Any) -> Any:
@@ -221,7 +224,10 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
         yield
         pool.shutdown()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts, styles and icon from DOCS_ASSETS, served
+    # from the fastapi-offline package: no CDN, so the docs work on machines without internet.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS, redoc_url=None,
         title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse, lifespan=lifespan,
         description="PRNet 3D face reconstruction: PRNet-keras-compatible API (/predict, /extract, /evaluate), "
                     "native API (/v1/...), and a page for people at /ui.",
@@ -239,6 +245,19 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
                             headers={"Cache-Control": "no-cache"})
 
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc_page(request: Request) -> Response:
+        from fastapi.openapi.docs import get_redoc_html
+
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        # ReDoc's bundle shows its maker's logo from a CDN; images from elsewhere are refused, so
+        # the page asks nothing of the internet (the logo just does not show).
+        page.headers["Content-Security-Policy"] = "img-src 'self' data:"
+        return page
 
     if settings.api_key:
         _document_api_key(app)

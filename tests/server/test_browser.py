@@ -1,13 +1,18 @@
-"""The /ui page in headless Chromium: upload a photo, wait for the mesh, screenshot, check the canvas is drawn.
+"""The /ui page and the API docs in headless Chromium: upload a photo, wait for the mesh, screenshot,
+check the canvas is drawn; /docs and /redoc list the operations.
 
+The browser resolves no host but 127.0.0.1, as on a machine without internet, and every test
+checks from the browser's network log that the page asked for nothing elsewhere.
 Skips (with the reason) when chromium / chromedriver or selenium are missing.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
+import urllib.request
 
 import numpy as np
 import pytest
@@ -28,8 +33,10 @@ def browser(chromium_paths, tmp_path_factory):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--window-size=1200,1000",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # offline: no CDN, no fonts
                  f"--user-data-dir={tmp_path_factory.mktemp('chrome-profile')}"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # network requests, for offsite_requests()
     try:
         drv = webdriver.Chrome(service=Service(driver), options=opts)
     except Exception as exc:  # noqa: BLE001 - a broken local browser install is an environment problem
@@ -50,6 +57,22 @@ def live_server():
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
+
+
+def offsite_requests(browser, server: str) -> list[str]:
+    """http(s)/ws URLs off ``server`` that the browser tried to fetch since the last call; a
+    request the page's own Content-Security-Policy refused never leaves the browser and is not
+    counted."""
+    urls, refused = {}, set()
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        params = message.get("params", {})
+        if message.get("method") == "Network.requestWillBeSent":
+            urls[params["requestId"]] = params["request"]["url"]
+        elif message.get("method") == "Network.loadingFailed" and params.get("blockedReason") == "csp":
+            refused.add(params["requestId"])
+    return [u for rid, u in urls.items() if rid not in refused
+            and u.startswith(("http:", "https:", "ws:", "wss:")) and not u.startswith(server + "/")]
 
 
 def drawn_fraction(png: bytes) -> float:
@@ -93,6 +116,7 @@ def test_upload_photo_shows_rotatable_mesh(browser, live_server, helpers, tmp_pa
     after = mesh.screenshot_as_png
     assert after != before
     assert not browser.find_element(By.ID, "obj").get_property("disabled")
+    assert offsite_requests(browser, live_server) == []
 
 
 def test_photo_without_face_says_so(browser, live_server, helpers, tmp_path):
@@ -104,3 +128,29 @@ def test_photo_without_face_says_so(browser, live_server, helpers, tmp_path):
     body = upload_and_wait(browser, photo)
     assert body.get_attribute("data-state") == "noface"
     assert "No face" in browser.find_element(By.ID, "status").text
+
+
+def test_api_docs_render_offline(browser, live_server):
+    """/docs (Swagger UI) and /redoc list every operation of the schema, with their assets served
+    by the app itself (the browser can reach no other host)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with urllib.request.urlopen(f"{live_server}/openapi.json", timeout=30) as r:
+        schema = json.load(r)
+    operations = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    assert len(operations) >= 5
+    browser.get_log("performance")  # start the network log afresh
+    browser.get(f"{live_server}/docs")
+    WebDriverWait(browser, 60).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary")) >= len(operations))
+    listed = {(b.find_element(By.CSS_SELECTOR, ".opblock-summary-method").text,
+               b.find_element(By.CSS_SELECTOR, ".opblock-summary-path").get_attribute("data-path"))
+              for b in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary")}
+    assert listed == operations
+    assert offsite_requests(browser, live_server) == []
+    browser.get(f"{live_server}/redoc")
+    WebDriverWait(browser, 60).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")) >= len(operations))
+    assert "prnet-keras server" in browser.find_element(By.TAG_NAME, "h1").text
+    assert offsite_requests(browser, live_server) == []
