@@ -34,6 +34,14 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A flag error is one ``error: ... (see --help)`` line and exit 2, not argparse's usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 NO_PROGRESS_HELP = "no progress bar (there is none either when stderr is not a terminal)"
 
 

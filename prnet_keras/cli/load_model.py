@@ -15,24 +15,18 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import NO_PROGRESS_HELP, cli_parser, run_cli
+from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_cli
 from prnet_keras.config import section
 from prnet_keras.errors import InputError, PRNetError
 
 DEFAULT_OUTPUTS = "obj,kpt,pose"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from prnet_keras.inference.writers import OUTPUTS
 
     cfg = section("inference")
-    p = cli_parser("PRNet face reconstruction from images.", parser_class=_Parser)
+    p = cli_parser("PRNet face reconstruction from images.", parser_class=OneLineErrorParser)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")

@@ -20,18 +20,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from prnet_keras.cli import run_cli
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, not argparse's usage block
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
+from prnet_keras.cli import OneLineErrorParser, cli_parser, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="prnet-view", description="Show meshes (.obj .ply .mat) and position maps (.npy) in a window: "
-                "drag to rotate, wheel to zoom, Esc or Q for the next file (closes after the last).")
+    p = cli_parser("Show meshes (.obj .ply .mat) and position maps (.npy) in a window: drag to rotate, wheel to "
+                   "zoom, Esc or Q for the next file (closes after the last).", parser_class=OneLineErrorParser)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE",
                    help=".obj (+ .mtl/texture), .ply, mesh .mat or position-map .npy; several: one after another")
     p.add_argument("--points", action="store_true",
