@@ -4,7 +4,9 @@ The pages are read in order (README first, like a user), and their commands run 
 other in one temporary working folder, each in a subprocess under a timeout (so a hang fails
 here, not CI). What a user would supply is generated (``given`` in conftest.py); what the test changes is listed
 in ``scale_down``; commands marked ``# needs: …`` are not run but their flags are checked
-against ``--help``. docs/development.md explains the conventions.
+against ``--help``. Commands that open viewer windows (``prnet-view``, ``--show``) run in a
+private X server, where the test presses Esc in each window until the command exits.
+docs/development.md explains the conventions.
 """
 
 from __future__ import annotations
@@ -203,6 +205,24 @@ def run(argv: list[str], cwd: Path, env: dict, timeout: float = TIMEOUT_S) -> tu
         return None, out
 
 
+def opens_windows(argv: list[str]) -> bool:
+    return Path(argv[0]).name == "prnet-view" or "--show" in argv
+
+
+def run_in_x(argv: list[str], cwd: Path, env: dict, xserver, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
+    """Like :func:`run`, on ``xserver``'s display; Esc is pressed in each viewer window, as a user
+    closing it, until the command exits."""
+    with open(cwd / ".viewer-output.txt", "w+") as log:  # a file: nobody reads a pipe while windows are up
+        proc = subprocess.Popen(argv, cwd=cwd, env=dict(env, DISPLAY=xserver.display), stdout=log,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        done = xserver.dismiss_until_exit(proc, timeout=timeout)
+        if not done:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.seek(0)
+        return (proc.returncode if done else None), log.read()
+
+
 _HELP: dict[tuple, str] = {}
 
 
@@ -309,6 +329,14 @@ def test_page_commands(page: Path, workspace, request):
                 server = Server(argv, cwd, dict(env, **cmd.env))
                 problem = server.wait_ready()
                 code, out, status = (1, problem, "server not ready") if problem else (0, "", "")
+            elif opens_windows(argv):
+                try:
+                    xserver = request.getfixturevalue("xserver")
+                except pytest.skip.Exception as exc:
+                    _report(request, f"docs: not run: {where}  (opens windows; no X server: {exc})")
+                    continue
+                code, out = run_in_x(argv, cwd, dict(env, **cmd.env), xserver)
+                status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
             else:
                 code, out = run(argv, cwd, dict(env, **cmd.env))
                 status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
