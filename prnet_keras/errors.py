@@ -16,3 +16,8 @@ class InputError(PRNetError, ValueError):
 
 class ModelFileError(PRNetError):
     """A model file is missing or of the wrong kind."""
+
+
+class PRNetWarning(UserWarning):
+    """Something the user should know that does not stop the work (CLIs print it as one
+    ``warning: ...`` line)."""

@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -123,3 +123,26 @@ def npy_header(fileobj: Any) -> tuple[tuple[int, ...], np.dtype]:
         raise ValueError(f"unsupported .npy version {version}")
     shape, _fortran, dtype = read(fileobj)
     return tuple(shape), dtype
+
+
+def options_from_dict(cls: type, values: Mapping[str, Any] | None, section: str) -> Any:
+    """``cls(**values)`` for a dataclass of options (one configuration section).
+
+    Keys missing from ``values`` keep the dataclass defaults (the packaged defaults); an
+    unknown key raises :class:`InputError` naming ``section.key`` (a misspelt option must
+    not pass silently); JSON lists become tuples where the field's default is a tuple.
+    """
+    import dataclasses
+
+    from prnet_keras.errors import InputError
+
+    values = dict(values or {})
+    values.pop("_doc", None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise InputError(f"{section}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}")
+    for name, value in values.items():
+        if isinstance(value, list) and isinstance(fields[name].default, tuple):
+            values[name] = tuple(value)
+    return cls(**values)

@@ -1,14 +1,13 @@
 """Geometry core: morphable models, pose, crops, UV layout, the rasteriser and its renders."""
 
 from prnet_keras.geometry.crop import (
-    apply_transform, crop_to_image, crop_transform, detector_crop, keypoint_box, training_crop,
+    CropConfig, apply_transform, crop_to_image, crop_transform, detector_crop, keypoint_box, training_crop,
     transform_scale, vertices_to_crop,
 )
-from prnet_keras.geometry.morphable import (
-    MorphableModel, load_face3d_bfm, load_mean_bfm, load_morphable_model, save_face3d_bfm,
-)
+from prnet_keras.geometry.model_spec import load_morphable_model
+from prnet_keras.geometry.morphable import MorphableModel, load_face3d_bfm, load_mean_bfm, save_face3d_bfm
 from prnet_keras.geometry.pose import (
-    angles_to_rotation, camera_matrix, estimate_pose, from_image, make_pose_para, orthographic_project,
+    angles_to_rotation, camera_matrix, estimate_pose_para, from_image, make_pose_para, orthographic_project,
     parse_pose_para, pose_vertices, rotation_to_angles, similarity_transform, to_image, umeyama,
 )
 from prnet_keras.geometry.raster import UVRenderPlan, rasterize, render_uv_map, uv_pixel_coords, uv_render_plan
@@ -16,7 +15,7 @@ from prnet_keras.geometry.render import render_depth, render_shaded, vertex_norm
 from prnet_keras.geometry.uv import UVLayout, grid_triangles, load_uv_layout
 
 __all__ = [
-    "MorphableModel", "UVLayout", "UVRenderPlan", "angles_to_rotation", "estimate_pose", "from_image",
+    "CropConfig", "MorphableModel", "UVLayout", "UVRenderPlan", "angles_to_rotation", "estimate_pose_para", "from_image",
     "orthographic_project", "uv_render_plan", "apply_transform", "camera_matrix", "crop_to_image",
     "crop_transform", "detector_crop", "grid_triangles", "keypoint_box", "load_face3d_bfm", "load_mean_bfm",
     "load_morphable_model", "load_uv_layout", "make_pose_para", "parse_pose_para", "pose_vertices", "rasterize",

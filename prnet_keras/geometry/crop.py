@@ -6,10 +6,67 @@ rotation): [x', y', 1] = T·[x, y, 1] and z' = k·z.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Any, Mapping
+
 import numpy as np
 
 from prnet_keras import RESOLUTION
 from prnet_keras.errors import InputError
+from prnet_keras.utils import options_from_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class CropConfig:
+    """How crop squares are made (the ``crop`` configuration section; defaults = the packaged ones).
+
+    train_scale: keypoint-box side × this = crop side (ground truth, and faces given by 68 landmarks);
+    center_jitter: training crops move their centre by up to ± this × the box side (x and y);
+    size_jitter: training crops scale their side by U(low, high);
+    detector_box_scale: detector / user box side × this = crop side (MTCNN, OpenCV, boxes);
+    dlib_center_shift, dlib_box_scale: dlib boxes sit higher on the face: centre moved down
+    by shift × side, side × scale (the official PRNet values).
+    """
+
+    train_scale: float = 1.5
+    center_jitter: float = 0.1
+    size_jitter: tuple[float, float] = (0.9, 1.1)
+    detector_box_scale: float = 1.6
+    dlib_center_shift: float = 0.14
+    dlib_box_scale: float = 1.58
+
+    def __post_init__(self) -> None:
+        for name in ("train_scale", "detector_box_scale", "dlib_box_scale"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise InputError(f"crop.{name}: expected a positive number, got {value!r}")
+        for name in ("center_jitter", "dlib_center_shift"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise InputError(f"crop.{name}: expected a number, got {value!r}")
+        if self.center_jitter < 0:
+            raise InputError(f"crop.center_jitter: expected >= 0, got {self.center_jitter!r}")
+        try:
+            lo, hi = (float(v) for v in self.size_jitter)
+        except (TypeError, ValueError):
+            raise InputError(f"crop.size_jitter: expected [low, high], got {self.size_jitter!r}") from None
+        if not 0 < lo <= hi:
+            raise InputError(f"crop.size_jitter: expected 0 < low <= high, got {self.size_jitter!r}")
+        object.__setattr__(self, "size_jitter", (lo, hi))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None) -> "CropConfig":
+        """From a ``crop`` section (any subset; unknown keys raise InputError)."""
+        return options_from_dict(cls, values, "crop")
+
+    @classmethod
+    def coerce(cls, value: "CropConfig | Mapping[str, Any] | None") -> "CropConfig":
+        """A CropConfig as is; a mapping through :meth:`from_dict`; None: the defaults."""
+        return value if isinstance(value, cls) else cls.from_dict(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def keypoint_box(kpts_xy: np.ndarray) -> tuple[np.ndarray, float]:

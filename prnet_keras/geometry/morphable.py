@@ -143,6 +143,18 @@ class MorphableModel:
             v += self.exp_pc @ ep
         return v.reshape(-1, 3)
 
+    def keypoint_vertices(self, shape_para: np.ndarray | None = None, exp_para: np.ndarray | None = None) -> np.ndarray:
+        """The 68 keypoints of :meth:`vertices` (68, 3) float32, without computing the other vertices."""
+        rows = (3 * np.asarray(self.kpt_ind, np.int64)[:, None] + np.arange(3)).reshape(-1)
+        v = self._mean[rows].copy()
+        sp = self._para(shape_para, self.n_shape, "Shape_Para")
+        ep = self._para(exp_para, self.n_exp, "Exp_Para")
+        if sp is not None and not self._shape_zero and np.any(sp):
+            v += self.shape_pc[rows] @ sp
+        if ep is not None and not self._exp_zero and np.any(ep):
+            v += self.exp_pc[rows] @ ep
+        return v.reshape(-1, 3)
+
     def vertices_batch(self, shape_paras: np.ndarray, exp_paras: np.ndarray) -> np.ndarray:
         """(B, n_shape), (B, n_exp) -> (B, n, 3) float32 in one GEMM (much faster than B calls)."""
         sp = np.asarray(shape_paras, dtype=np.float32).reshape(-1, self.n_shape)
@@ -330,20 +342,3 @@ def load_mean_bfm(folder: str | Path, n_shape: int = 199, n_exp: int = 29, n_tex
         uv_coords=uv,
         regions={nm: seg[i] for i, nm in enumerate(REGION_NAMES)},
     )
-
-
-def load_morphable_model(spec: str | Path, seed: int = 0) -> MorphableModel:
-    """Resolve a ``--bfm`` value: ``synthetic`` | a face3d ``.mat`` file | a mean-only folder."""
-    if str(spec) == "synthetic" or str(spec).startswith("synthetic:"):
-        from prnet_keras.geometry.synthetic import build_synthetic_model
-
-        kw = {}
-        if ":" in str(spec):  # synthetic:bfm -> BFM density (benchmarks)
-            kw["density"] = str(spec).split(":", 1)[1]
-        return build_synthetic_model(seed=seed, **kw)
-    p = Path(spec)
-    if p.is_dir():
-        return load_mean_bfm(p)
-    if p.suffix.lower() == ".mat":
-        return load_face3d_bfm(p)
-    raise InputError(f"--bfm {spec}: expected 'synthetic', a face3d BFM .mat file or a mean-only BFM folder")

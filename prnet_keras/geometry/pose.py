@@ -137,7 +137,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
     return scale, rot, t
 
 
-def estimate_pose(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
+def estimate_pose_para(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Pose_Para (1, 7) [pitch, yaw, roll, tx, ty, tz, s] of ``points`` relative to ``reference``.
 
     reference (n, 3): a frontal face in the model frame (y up), e.g.

@@ -125,12 +125,12 @@ def test_umeyama_rejects_bad_input():
         pose.umeyama(np.full((5, 3), np.nan), np.zeros((5, 3)))
 
 
-def test_estimate_pose_recovers_pose_para(rng):
+def test_estimate_pose_para_recovers_pose_para(rng):
     ref = rng.normal(size=(300, 3)) * np.array([60.0, 80.0, 40.0])
     truth = pose.make_pose_para([0.2, -0.7, 0.1], [200.0, 180.0, 0.0], 0.9)
     s, r, t = pose.parse_pose_para(truth)
     cam = pose.similarity_transform(ref, s, r, t)
-    est = pose.estimate_pose(ref, cam)
+    est = pose.estimate_pose_para(ref, cam)
     np.testing.assert_allclose(est[0, :3], truth[0, :3], atol=1e-4)
     np.testing.assert_allclose(est[0, 6], truth[0, 6], rtol=1e-4)
     np.testing.assert_allclose(est[0, 3:5], truth[0, 3:5], atol=1e-2)

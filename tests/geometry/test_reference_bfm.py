@@ -11,7 +11,7 @@ import pytest
 import scipy.io
 
 from prnet_keras.geometry import (
-    UVLayout, crop_transform, estimate_pose, from_image, pose_vertices, render_uv_map, training_crop,
+    UVLayout, crop_transform, estimate_pose_para, from_image, pose_vertices, render_uv_map, training_crop,
     uv_pixel_coords, vertex_visibility, vertices_to_crop,
 )
 
@@ -86,7 +86,7 @@ def test_posed_mean_face_keypoints_from_uv_map(mean_bfm, derived_layout, officia
         assert err.mean() < 0.5 and err.max() < 2.5
         # Pose from the map against either canonical face recovers the fitted angles.
         for lay, tol in ((derived_layout, 0.01), (official_layout, 0.05)):
-            est = estimate_pose(lay.canonical_vertices, from_image(lay.vertices_from_map(pm), 256))
+            est = estimate_pose_para(lay.canonical_vertices, from_image(lay.vertices_from_map(pm), 256))
             np.testing.assert_allclose(np.degrees(est[0, :3]), np.degrees(mat["Pose_Para"][0, :3]), atol=tol)
 
 
