@@ -202,7 +202,7 @@ def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[f
     return stages
 
 
-def network_only(args: argparse.Namespace, engine: str | None) -> int:
+def network_only(args: argparse.Namespace, engine: str) -> int:
     """Batched network throughput per model x dtype policy x batch size (see module doc)."""
     import keras
 
@@ -241,7 +241,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--engine", default=None, help="auto | keras | openvino (default: config inference.engine)")
+    ap.add_argument("--engine", default="auto", choices=("auto", "keras", "openvino"),
+                    help="what runs the network (default auto: OpenVINO on CPU when installed, else Keras)")
     ap.add_argument("--network-only", action="store_true",
                     help="batched network throughput only (any backend, no TensorFlow needed: the GPU mode)")
     ap.add_argument("--batches", default="1,16,64,256", help="--network-only: batch sizes")
@@ -256,7 +257,7 @@ def main() -> int:
     from prnet_keras.model.fold import fold_batch_norm
     from prnet_keras.model.io import Network
 
-    engine = args.engine  # None: config inference.engine (model.engines.keras_forward)
+    engine = args.engine
 
     env = environment()
     print("machine:", {k: env[k] for k in ("machine", "cpu_count", "affinity", "platform", "load_average_1min")})

@@ -6,6 +6,11 @@ configuration or any JSON file overrides any subset, and CLI flags override both
 as ``./configure/NAME.json`` (your own configurations, beside where you run) and then among
 the packaged ones (``prnet_keras/configs/NAME.json``, e.g. ``quickstart``). Configurations
 are plain nested dicts so they serialise into run folders and HDF5 attributes unchanged.
+
+Only entry points read it (the CLIs, ``prnet-serve``'s start-up, the quickstart): they
+resolve it once and pass the values down. Library functions take values as arguments,
+with defaults equal to the packaged ones (tests keep the two spellings equal). Unknown
+sections or keys are an error naming the file: a misspelt option must not be ignored.
 """
 
 from __future__ import annotations
@@ -66,9 +71,25 @@ def config_path(name_or_path: str | os.PathLike) -> Path:
                      f"a JSON file needs its .json suffix")
 
 
+def check_known(config: dict, reference: dict, origin: str) -> None:
+    """Raise InputError naming ``origin`` and the key when ``config`` has a section or key
+    that ``reference`` (the packaged defaults) lacks."""
+    for name, body in config.items():
+        if name == "_doc":
+            continue
+        if name not in reference:
+            raise InputError(f"{origin}: unknown section {name!r}; known: {', '.join(sorted(reference))}")
+        if not isinstance(body, dict):
+            raise InputError(f"{origin}: section {name!r} must be a JSON object")
+        unknown = sorted(k for k in body if k != "_doc" and k not in reference[name])
+        if unknown:
+            raise InputError(f"{origin}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                             f"known in {name}: {', '.join(reference[name])}")
+
+
 def load_config(name_or_path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict[str, Any]:
     """Packaged defaults, then the named configuration or JSON file (see :func:`config_path`), then
-    ``overrides``.
+    ``overrides``; unknown sections or keys raise InputError naming the file.
 
     >>> load_config("quickstart")["train"]["model"]
     'light'
@@ -76,10 +97,13 @@ def load_config(name_or_path: str | os.PathLike | None = None, overrides: dict |
     config = _read(PACKAGED_DIR / "defaults.json")
     config.pop("_doc", None)
     if name_or_path:
-        extra = _read(config_path(name_or_path))
+        path = config_path(name_or_path)
+        extra = _read(path)
         extra.pop("_doc", None)
+        check_known(extra, config, str(path))
         config = _merge(config, extra)
     if overrides:
+        check_known(overrides, config, "command-line options")
         config = _merge(config, overrides)
     return config
 

@@ -16,9 +16,21 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from typing import Any, Callable, Iterator
 
-from prnet_keras.errors import PRNetError
+from prnet_keras.errors import PRNetError, PRNetWarning
+
+_show_warning = warnings.showwarning
+
+
+def _one_line_warnings(message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                       line: str | None = None) -> None:
+    """Our warnings as one ``warning: ...`` line on stderr; others as Python shows them."""
+    if issubclass(category, PRNetWarning):
+        print(f"warning: {message}", file=file or sys.stderr, flush=True)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -156,11 +168,13 @@ def missing_package_message(exc: ModuleNotFoundError) -> str:
 
 
 def run_cli(body: Callable[[], int], interrupted: str) -> int:
-    """Run a CLI body; a user error becomes one ``error: ...`` line (exit 2), Ctrl-C exits 130.
+    """Run a CLI body; a user error becomes one ``error: ...`` line (exit 2), Ctrl-C exits 130;
+    a :class:`~prnet_keras.errors.PRNetWarning` is one ``warning: ...`` line.
 
     ``interrupted`` tells the user what survived the interruption and how to continue.
     """
     quiet_tensorflow_startup()
+    warnings.showwarning = _one_line_warnings
     try:
         return body()
     except PRNetError as exc:

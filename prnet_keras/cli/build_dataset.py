@@ -8,6 +8,10 @@
 
 Exit status: 0 clean, 3 when samples were skipped (listed in OUT.skipped.csv), 2 on a
 usage or input error, 130 when interrupted (rerun with --resume to continue).
+
+Configuration: the packaged defaults, then ``--config NAME|FILE``, then the flags; sections
+``data`` (store, crop_format, compression, jpeg_quality, commit_every) and ``crop`` (the
+keypoint-box scale and the training jitter, recorded in the file).
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--buildmode", default="train", choices=["train", "val"],
                    help="train: seeded crop perturbation; val: exact keypoint box")
     p.add_argument("--out", "--hdf5dir", dest="out", required=True, help="output .hdf5 file")
-    p.add_argument("--store", default="crops", choices=["crops", "raw"],
-                   help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters")
-    p.add_argument("--crop-format", default="jpeg", choices=["jpeg", "raw"], help="how crops are stored (crops store)")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of stored crops (1-100)")
-    p.add_argument("--compression", default="gzip", choices=["gzip", "none"],
+    p.add_argument("--store", default=None, choices=["crops", "raw"],
+                   help="crops: 256x256 crop + float16 position map; raw: original image + fit parameters "
+                        "(default: the configuration's data.store, crops)")
+    p.add_argument("--crop-format", default=None, choices=["jpeg", "raw"],
+                   help="how crops are stored (crops store; default: the configuration's data.crop_format, jpeg)")
+    p.add_argument("--jpeg-quality", type=int, default=None,
+                   help="JPEG quality of stored crops, 1-100 (default: the configuration's data.jpeg_quality, 95)")
+    p.add_argument("--compression", default=None, choices=["gzip", "none"],
                    help="image-sized chunks (maps, raw crops): gzip (compact, default) or none "
                    "(~2x the bytes; training reads skip the inflation, ~2x faster generator)")
     p.add_argument("--workers", type=int, default=usable_cores(),
@@ -49,7 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the train-mode crop perturbation")
     p.add_argument("--commit-every", type=int, default=None,
                    help="samples per committed chunk, the unit --resume keeps "
-                        "(default: configuration data.commit_every)")
+                        "(default: the configuration's data.commit_every, 64)")
+    p.add_argument("--config", default=None,
+                   help="named configuration or JSON file (sections data and crop); flags override it")
     p.add_argument("--resume", action="store_true", help="continue an interrupted build (OUT.partial)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and any unfinished build")
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
@@ -114,21 +123,24 @@ def _run(argv: list[str]) -> int:
         print(f"wrote {len(paths)} images to {a.out}")
         return 0
     a = _build_parser().parse_args(argv)
+    from prnet_keras.config import load_config
     from prnet_keras.data.build import build_hdf5
     from prnet_keras.data.listfmt import build_list_hdf5, find_list
+    from prnet_keras.geometry import CropConfig
 
+    config = load_config(a.config)
+    data = {**config["data"], **{k: v for k, v in (("store", a.store), ("crop_format", a.crop_format),
+                                                   ("compression", a.compression), ("jpeg_quality", a.jpeg_quality),
+                                                   ("commit_every", a.commit_every)) if v is not None}}
     if find_list(a.source) is not None:  # the seed's trainDataLabel.txt of jpg + npy pairs
         return _report(build_list_hdf5(
-            a.source, a.out, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store, workers=a.workers,
-            shard=a.shard, limit=a.limit, jpeg_quality=a.jpeg_quality, resume=a.resume, overwrite=a.overwrite,
-            crop_format=a.crop_format, compression=a.compression, commit_every=a.commit_every,
-            progress=not a.no_progress, rotate=a.rotate))
+            a.source, a.out, uv_data=a.uv_data, buildmode=a.buildmode, workers=a.workers, shard=a.shard,
+            limit=a.limit, resume=a.resume, overwrite=a.overwrite, progress=not a.no_progress, rotate=a.rotate,
+            **data))
     summary = build_hdf5(
-        a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, store=a.store,
-        workers=a.workers, shard=a.shard, limit=a.limit, seed=a.seed, jpeg_quality=a.jpeg_quality,
-        resume=a.resume, overwrite=a.overwrite, crop_format=a.crop_format, compression=a.compression,
-        commit_every=a.commit_every,
-        progress=not a.no_progress, rotate=a.rotate,
+        a.source, a.out, layout=a.layout, bfm=a.bfm, uv_data=a.uv_data, buildmode=a.buildmode, workers=a.workers,
+        shard=a.shard, limit=a.limit, seed=a.seed, resume=a.resume, overwrite=a.overwrite,
+        crop_config=CropConfig.from_dict(config["crop"]), progress=not a.no_progress, rotate=a.rotate, **data,
     )
     return _report(summary)
 

@@ -8,6 +8,10 @@
 
 --evalidxs: 0 sparse 2D, 1 sparse 3D, 2 dense 2D, 3 dense 3D, 4 reconstruction 2D, 5 reconstruction 3D.
 Exit status: 0 done, 2 on a usage or input error, 130 when interrupted (rerun with --resume).
+
+Configuration: the packaged defaults, then ``--config NAME|FILE``, then the flags; sections
+``evaluate`` (metrics, normalisers, z alignment, ICP, yaw bins, CED range), ``inference``
+(engine) and ``crop`` (the crops of --datadir ground truth).
 """
 
 from __future__ import annotations
@@ -48,14 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconstruction normaliser (default: interocular, outer eye corners 36-45)")
     p.add_argument("--icp", default=None, choices=["open3d", "scipy", "simpleicp"],
                    help="ICP backend (default open3d, scipy when open3d is unavailable)")
-    p.add_argument("--icp-method", default="point_to_plane", choices=["point_to_plane", "point_to_point"],
-                   help="ICP error metric (open3d and scipy backends)")
+    p.add_argument("--icp-method", default=None, choices=["point_to_plane", "point_to_point"],
+                   help="ICP error metric, open3d and scipy backends (default: the configuration's "
+                        "evaluate.icp_method, point_to_plane)")
     p.add_argument("--compare", nargs="+", default=[], metavar="RUN_DIR",
                    help="earlier output folders to overlay in the CED plots and the table")
     p.add_argument("--resume", action="store_true", help="skip images already in OUTPUTDIR/per_image.csv")
     p.add_argument("--limit", type=int, default=None, help="only the first N samples")
     p.add_argument("--gallery", type=int, default=12, help="worst images drawn in worst_<metric>.png (0: none)")
-    p.add_argument("--config", default=None, help="named configuration or JSON file (section 'evaluate')")
+    p.add_argument("--config", default=None,
+                   help="named configuration or JSON file (sections evaluate, inference, crop); flags override it")
     p.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     return p
 
@@ -91,13 +97,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise PRNetError(f"--limit {args.limit}: expected >= 1")
     from prnet_keras.evaluate.runner import evaluate
+    from prnet_keras.geometry import CropConfig
 
+    ev = config["evaluate"]
+    flags = {"evalidxs": args.evalidxs, "shiftZ": args.shiftZ, "normalizer": args.normalizer,
+             "recon_normalizer": args.recon_normalizer, "icp": args.icp, "icp_method": args.icp_method}
+    scoring = {k: ev[k] if v is None else v for k, v in flags.items()}
     summary = evaluate(
-        args.model, hdf5=args.hdf5, datadir=args.datadir, outputdir=args.outputdir, evalidxs=args.evalidxs,
-        batchsize=args.batchsize, shiftZ=args.shiftZ, normalizer=args.normalizer,
-        recon_normalizer=args.recon_normalizer, icp=args.icp, icp_method=args.icp_method, compare=args.compare,
-        resume=args.resume, bfm=args.bfm, uv_data=args.uv_data, limit=args.limit, gallery=args.gallery,
-        progress=not args.no_progress, config=config, engine=args.engine,
+        args.model, hdf5=args.hdf5, datadir=args.datadir, outputdir=args.outputdir, batchsize=args.batchsize,
+        compare=args.compare, resume=args.resume, bfm=args.bfm, uv_data=args.uv_data, limit=args.limit,
+        gallery=args.gallery, progress=not args.no_progress, engine=args.engine or config["inference"]["engine"],
+        yaw_bins=ev["yaw_bins"], ced_max=ev["ced_max"], crop_config=CropConfig.from_dict(config["crop"]), **scoring,
     )
     _print_summary(summary)
     print(f"results in {args.outputdir} (per_image.csv, summary.json, results.md, ced_*.png)")

@@ -5,6 +5,9 @@
 
 Exit status: 0 when every image gave at least one face, 1 when some images were skipped
 (unreadable, no face: one line each on stderr), 2 on a usage / model error (one line).
+
+Configuration: the packaged defaults, then ``--config NAME|FILE``, then the flags; sections
+``inference`` (detector, min_confidence, min_face_size, engine, texture_size) and ``crop``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_cli
-from prnet_keras.config import section
 from prnet_keras.errors import InputError, PRNetError
 
 DEFAULT_OUTPUTS = "obj,kpt,pose"
@@ -25,7 +27,6 @@ DEFAULT_OUTPUTS = "obj,kpt,pose"
 def build_parser() -> argparse.ArgumentParser:
     from prnet_keras.inference.writers import OUTPUTS
 
-    cfg = section("inference")
     p = cli_parser("PRNet face reconstruction from images.", parser_class=OneLineErrorParser)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
@@ -35,16 +36,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UV layout: official uv-data folder or .npz (default: found beside the model)")
     p.add_argument("--output", type=Path, default=Path("output"), help="output folder")
     p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"comma list of {','.join(OUTPUTS)}")
-    p.add_argument("--detector", choices=("mtcnn", "opencv", "dlib", "none"), default=cfg["detector"],
-                   help="face detector; 'none' uses the whole image (or --bbox) as the face box")
+    p.add_argument("--detector", choices=("mtcnn", "opencv", "dlib", "none"), default=None,
+                   help="face detector; 'none' uses the whole image (or --bbox) as the face box "
+                        "(default: the configuration's inference.detector, mtcnn)")
     p.add_argument("--bbox", default=None, help="face box 'left,top,right,bottom' in pixels (skips detection)")
-    p.add_argument("--min-confidence", type=float, default=cfg["min_confidence"], help="MTCNN score threshold")
-    p.add_argument("--min-face-size", type=int, default=cfg.get("min_face_size", 40),
-                   help="MTCNN: smallest face searched, in pixels (20 finds smaller faces, ~1.5x slower)")
-    p.add_argument("--engine", default=cfg.get("engine", "auto"), choices=("auto", "keras", "openvino"),
-                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="MTCNN score threshold (default: the configuration's inference.min_confidence, 0.9)")
+    p.add_argument("--min-face-size", type=int, default=None,
+                   help="smallest face searched, in pixels, MTCNN and OpenCV; 20 finds smaller faces, ~1.5x slower "
+                        "(default: the configuration's inference.min_face_size, 40)")
+    p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
+                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
+                        "(default: the configuration's inference.engine, auto)")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
-    p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
+    p.add_argument("--texture-size", type=int, default=None,
+                   help="UV texture size in pixels (default: the configuration's inference.texture_size, 256)")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
     p.add_argument("--mat-type", choices=("normal", "dotnet"), default="normal", help=".mat array layout")
     p.add_argument("--show", nargs="?", const="mesh", choices=("mesh", "points"), default=None,
@@ -52,7 +58,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "'--show points'; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
     p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir)")
+    p.add_argument("--config", default=None,
+                   help="named configuration or JSON file (sections inference and crop); flags override it")
     return p
+
+
+def resolve_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """(inference options, CropConfig): the configuration (defaults, then --config) with the given flags on top."""
+    from prnet_keras.config import load_config
+    from prnet_keras.geometry import CropConfig
+
+    config = load_config(args.config)
+    inference = dict(config["inference"])
+    for key in ("detector", "min_confidence", "min_face_size", "engine", "texture_size"):
+        if getattr(args, key) is not None:
+            inference[key] = getattr(args, key)
+    return inference, CropConfig.from_dict(config["crop"])
 
 
 def parse_outputs(text: str) -> list[str]:
@@ -199,19 +220,21 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--bbox: applies to one image; use it with --image")
     if not args.model.exists() and not Path(str(args.model) + ".index").exists():
         raise InputError(f"--model {args.model}: file not found")
-    detector = args.detector
+    opts, crop = resolve_options(args)
+    detector = opts["detector"]
     if detector != "none" and bbox is None:
         from prnet_keras.inference.detect import get_detector
 
         # an unavailable detector: one clear line, before the model loads
-        get_detector(detector, args.min_confidence, args.min_face_size)
+        get_detector(detector, opts["min_confidence"], opts["min_face_size"])
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     from prnet_keras.inference.predictor import Predictor
 
     try:
-        predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
-                                          min_face_size=args.min_face_size, engine=args.engine)
+        predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=opts["min_confidence"],
+                                        min_face_size=opts["min_face_size"], engine=opts["engine"], crop_config=crop,
+                                        detector=detector if detector != "none" else "mtcnn")
     except ModuleNotFoundError:
         raise  # run_cli names the package and the extra that brings it
     except ImportError as exc:
@@ -221,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
         raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
-                             args.texture_size, args.visibility_mask, args.mat_type,
+                             opts["texture_size"], args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,
                              progress=not args.no_progress)
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "

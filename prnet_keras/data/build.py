@@ -18,19 +18,18 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
+from typing import Any, Mapping
 
 from prnet_keras import LABEL_SCALE
-from prnet_keras.config import section
 from prnet_keras.data import worker
+from prnet_keras.data.fitcheck import check_fits_match_model
 from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
 from prnet_keras.data.jobs import run_tasks, write_skipped_csv
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
 from prnet_keras.data.writer import concat_files, create_file
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import MorphableModel, UVLayout, load_morphable_model, load_uv_layout
+from prnet_keras.geometry import CropConfig, MorphableModel, UVLayout, load_morphable_model, load_uv_layout
 from prnet_keras.utils import atomic_path, atomic_write_text, progress_bar
 
 SETTINGS_FILE = "settings.json"
@@ -85,7 +84,7 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
 
 # ---- orchestration -------------------------------------------------------------------------
 def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality, shard, limit,
-              n_refs, commit_every, compression="gzip") -> dict[str, Any]:
+              n_refs, commit_every, compression="gzip", crop_config: CropConfig | None = None) -> dict[str, Any]:
     """Everything that decides the file's content (resume refuses to mix different ones)."""
     if buildmode not in ("train", "val"):
         raise InputError(f"--buildmode {buildmode}: expected train or val")
@@ -98,12 +97,14 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         raise InputError(f"--jpeg-quality {jpeg_quality}: expected 1..100")
     if limit is not None and int(limit) < 1:
         raise InputError(f"--limit {limit}: expected a positive number of samples")
+    if int(commit_every) < 1:
+        raise InputError(f"--commit-every {commit_every}: expected >= 1")
     return {
         "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
         "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
         "crop_format": crop_format if store == "crops" else "", "seed": int(seed), "jpeg_quality": int(jpeg_quality),
         "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
-        "commit_every": int(commit_every), "crop_config": section("crop"),
+        "commit_every": int(commit_every), "crop_config": CropConfig.coerce(crop_config).to_dict(),
     }
 
 
@@ -165,10 +166,11 @@ def build_hdf5(
     overwrite: bool = False,
     crop_format: str = "jpeg",
     compression: str = "gzip",
-    commit_every: int | None = None,
+    commit_every: int = 64,
     progress: bool = False,
     model: MorphableModel | None = None,
     rotate: str | list[float] | None = None,
+    crop_config: CropConfig | Mapping[str, Any] | None = None,
 ) -> BuildSummary:
     """Build ``out`` (a position-map HDF5 file) from a 300W-LP / AFLW2000-3D folder or zip.
 
@@ -177,7 +179,11 @@ def build_hdf5(
     ``bfm`` with an already loaded model (``bfm`` is then only recorded). ``rotate``: angles
     in degrees ("15,-15"); each sample is then read once per angle, rotated in-plane with its
     fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. (A ``trainDataLabel.txt``
-    list of crops and maps is built by ``data.listfmt.build_list_hdf5``.)
+    list of crops and maps is built by ``data.listfmt.build_list_hdf5``.) ``crop_config``:
+    the crop rules (``geometry.CropConfig``; None: the packaged defaults); ``store``,
+    ``crop_format``, ``compression``, ``jpeg_quality``, ``commit_every`` default to the
+    packaged ``data`` section. Fits that do not belong to the model stop the build
+    (``data.fitcheck``).
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -190,18 +196,19 @@ def build_hdf5(
     resolved = layout if layout != "auto" else _layout_of(source)
     refs = refs[: int(limit)] if limit else refs
     refs = refs[shard_slice(len(refs), shard_t)]
+    samples = refs
     angles = None
     if rotate is not None:
         from prnet_keras.data.rotate import expand_rotations, parse_angles
 
         angles = parse_angles(rotate)
         refs = expand_rotations(refs, angles)
-    commit_every = int(commit_every or section("data").get("commit_every", 64))
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
-                         shard_t, limit, len(refs), commit_every, compression)
+                         shard_t, limit, len(refs), commit_every, compression, CropConfig.coerce(crop_config))
     settings["rotate"] = angles
     given_model = model is not None
     model = model if given_model else load_morphable_model(bfm)
+    check_fits_match_model(source, samples, model, str(bfm))
     uv_layout = load_uv_layout(uv_data, model)
     attrs = _file_attrs(settings, model, uv_layout, 0)
     attrs["args"]["rotate"] = angles
@@ -219,7 +226,6 @@ def run_build(refs: list, out: Path, settings: dict, attrs: dict, uv_layout: UVL
     partial = out.with_name(out.name + ".partial")
     _prepare_partial(partial, settings, resume, overwrite)
     commit_every = settings["commit_every"]
-
     chunks = [refs[i:i + commit_every] for i in range(0, len(refs), commit_every)]
     parts = [partial / f"part-{k:06d}.h5" for k in range(len(chunks))]
     todo = [(k, chunks[k], str(parts[k])) for k in range(len(chunks)) if not parts[k].exists()]

@@ -40,7 +40,8 @@ from prnet_keras.data.jobs import JobSummary, run_folder_job
 from prnet_keras.data.sources import (
     SampleRef, decode_image, list_samples, load_mat_bytes, read_beside, read_image_bytes, read_sample_bytes,
 )
-from prnet_keras.data.synth import mat_bytes, model_fingerprint, roi_box, sample_mat
+from prnet_keras.data.fitcheck import FIT_INFO_FILE, model_fingerprint
+from prnet_keras.data.synth import mat_bytes, roi_box, sample_mat
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import MorphableModel, load_morphable_model
 from prnet_keras.geometry.fitting import DEFAULT_REG_EXP, DEFAULT_REG_SHAPE, check_fit_options, fit_landmarks
@@ -49,7 +50,7 @@ from prnet_keras.utils import atomic_write_bytes, npy_header, write_json
 LANDMARK_KINDS = ("pt2d", "pt3d_68", "pts", "npy")
 CONTOUR_DEFAULT = {"pt2d": True, "pts": True}  # 300-W style annotations: jaw points on the outline
 DEFAULT_MAX_RESIDUAL = 0.08
-INFO_FILE = "fit_info.json"
+INFO_FILE = FIT_INFO_FILE  # settings + the model's fingerprint, which data.fitcheck checks at build time
 NEUTRAL_COLOR = np.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]], np.float32)
 NEUTRAL_ILLUM = np.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 20.0]])
 _MAX_LANDMARK_FILE = 1 << 20  # bytes: a 68-point file is a few kB

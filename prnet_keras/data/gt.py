@@ -11,17 +11,16 @@ pixels of the inner-lip gap that only the mouth triangles cover.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
 
 from prnet_keras import RESOLUTION
-from prnet_keras.config import section
 from prnet_keras.data.sources import Fit, parse_fit
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import (
-    MorphableModel, UVLayout, crop_transform, parse_pose_para, pose_vertices, training_crop, transform_scale,
+    CropConfig, MorphableModel, UVLayout, crop_transform, parse_pose_para, pose_vertices, training_crop, transform_scale,
     uv_pixel_coords,
 )
 from prnet_keras.geometry.raster import uv_render_plan
@@ -48,17 +47,20 @@ def warp_crop(image: np.ndarray, transform: np.ndarray, resolution: int = RESOLU
 class GroundTruthMaker:
     """Renders GT for one morphable model + UV layout; holds what is reused between samples.
 
-    ``crop_cfg`` is the ``crop`` configuration section (train_scale, center_jitter, size_jitter).
+    ``crop_config``: ``geometry.CropConfig`` or a ``crop`` section mapping (train_scale,
+    center_jitter, size_jitter are used); None: the packaged defaults.
     """
 
-    def __init__(self, model: MorphableModel, layout: UVLayout, crop_cfg: dict | None = None):
-        cfg = section("crop") if crop_cfg is None else crop_cfg
+    def __init__(self, model: MorphableModel, layout: UVLayout,
+                 crop_config: CropConfig | Mapping[str, Any] | None = None):
+        cfg = CropConfig.coerce(crop_config)
         self.model = model
         self.layout = layout
         self.resolution = int(layout.resolution)
-        self.scale = float(cfg.get("train_scale", 1.5))
-        self.center_jitter = float(cfg.get("center_jitter", 0.1))
-        self.size_jitter = tuple(float(v) for v in cfg.get("size_jitter", (0.9, 1.1)))
+        self.crop_config = cfg
+        self.scale = cfg.train_scale
+        self.center_jitter = cfg.center_jitter
+        self.size_jitter = cfg.size_jitter
         self.uv_px = uv_pixel_coords(model.uv_coords, self.resolution)
         self.triangles = np.ascontiguousarray(model.all_triangles, np.int32)
         # The UV rasterisation never changes: precompute it once, rendering is then a gather.
@@ -156,16 +158,17 @@ def make_ground_truth(
     image: np.ndarray,
     mat: dict | Fit,
     rng: np.random.Generator | None = None,
-    crop_cfg: dict | None = None,
+    crop_config: CropConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """GT of one sample.
 
     image: (H, W, 3) uint8 RGB; mat: the ``.mat`` dict (or a parsed :class:`Fit`);
-    rng: crop perturbation (training sets) or None (exact box, validation).
+    rng: crop perturbation (training sets) or None (exact box, validation); crop_config: the
+    crop rules (``geometry.CropConfig``; None: the packaged defaults).
     Returns ``crop`` (R, R, 3) uint8, ``position_map`` (R, R, 3) float32 crop pixels,
     ``transform`` (3, 3) float64 image -> crop, ``kpt68`` (68, 3) float32 image frame
     (pt3d_68 when present, else the model's projected keypoints), ``pose_para`` (7,)
     float32, ``yaw`` degrees, ``image_size`` (h, w).
     """
-    maker = GroundTruthMaker(model, layout, crop_cfg)
+    maker = GroundTruthMaker(model, layout, crop_config)
     return maker.make(image, maker.parse(mat), rng=rng)

@@ -34,7 +34,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.data.sources import decode_image
 from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import UVLayout, estimate_pose, from_image
+from prnet_keras.geometry import UVLayout, estimate_pose_para, from_image
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, npy_header
 
 LIST_NAME = "trainDataLabel.txt"
@@ -143,7 +143,7 @@ def _row(entry: ListEntry, layout: UVLayout, settings: dict) -> dict[str, Any]:
     if not np.all(np.isfinite(stored)):
         raise InputError(f"{entry.map_path}: position map does not fit float16")
     verts = layout.vertices_from_map(stored.astype(np.float32))
-    pose = estimate_pose(layout.canonical_vertices, from_image(verts, r)).reshape(7)
+    pose = estimate_pose_para(layout.canonical_vertices, from_image(verts, r)).reshape(7)
     compression = settings["compression"]
     if settings["crop_format"] == "jpeg":
         stored_crop = np.frombuffer(data, np.uint8) if data[:2] == b"\xff\xd8" else encode_jpeg(crop, settings["jpeg_quality"])
@@ -182,10 +182,9 @@ def list_chunk(task: tuple[int, list[ListEntry], str]) -> tuple[int, int, list, 
 def build_list_hdf5(source: str | os.PathLike, out: str | os.PathLike, uv_data: str | os.PathLike | None = None,
                     buildmode: str = "train", store: str = "crops", workers: int = 1, shard=None,
                     limit: int | None = None, jpeg_quality: int = 95, resume: bool = False, overwrite: bool = False,
-                    crop_format: str = "jpeg", compression: str = "gzip", commit_every: int | None = None,
+                    crop_format: str = "jpeg", compression: str = "gzip", commit_every: int = 64,
                     progress: bool = False, rotate=None) -> Any:
     """Build a position-map HDF5 file from a list (module docstring); a :class:`BuildSummary`."""
-    from prnet_keras.config import section
     from prnet_keras.data.build import _settings, parse_shard, run_build, shard_slice
     from prnet_keras.geometry import load_uv_layout
 
@@ -208,7 +207,6 @@ def build_list_hdf5(source: str | os.PathLike, out: str | os.PathLike, uv_data: 
     entries = entries[: int(limit)] if limit else entries
     entries = entries[shard_slice(len(entries), shard_t)]
     layout = load_uv_layout(uv_data, None)
-    commit_every = int(commit_every or section("data").get("commit_every", 64))
     settings = _settings(list_path, "list", "", uv_data, buildmode, store, crop_format, 0, jpeg_quality, shard_t,
                          limit, len(entries), commit_every, compression)
     attrs = {

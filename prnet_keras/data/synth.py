@@ -41,7 +41,6 @@ seed gives identical bytes for any worker count (``.mat`` headers carry no times
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import io
 import multiprocessing
 from pathlib import Path
@@ -52,8 +51,10 @@ import scipy.io
 
 from prnet_keras import __version__
 from prnet_keras.data import synth_render as sr
+from prnet_keras.data.fitcheck import INFO_FILE, model_fingerprint
 from prnet_keras.errors import InputError
-from prnet_keras.geometry.morphable import MorphableModel, load_morphable_model
+from prnet_keras.geometry.model_spec import load_morphable_model
+from prnet_keras.geometry.morphable import MorphableModel
 from prnet_keras.utils import atomic_write_bytes, progress_bar, write_json
 
 IMAGE_SIZE = 450
@@ -63,7 +64,6 @@ LAYOUTS = ("aflw2000", "300wlp")
 # flatter one for training data so profiles are well represented.
 DEFAULT_NEAR_FRONTAL = {"aflw2000": 0.656, "300wlp": 0.4}
 POSES_PER_PERSON = 3
-INFO_FILE = "synth_info.json"  # generation settings + model fingerprint, beside the samples
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: prnet-keras synthetic, Created on: (reproducible)"
 
 _WORKER_MODEL: MorphableModel | None = None
@@ -255,13 +255,3 @@ def generate_dataset(
         "occluder_probability": p_occ,
     })
     return [p for r in results for p in r]
-
-
-def model_fingerprint(model: MorphableModel) -> str:
-    """16 hex digits identifying the geometry (mean, bases, keypoints) the ``.mat`` parameters refer to."""
-    h = hashlib.sha256()
-    for a in (model.shape_mu, model.shape_pc, model.exp_mu, model.exp_pc, model.kpt_ind, model.triangles):
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype, a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]

@@ -65,6 +65,13 @@ def default_backend() -> str:
     return "open3d" if "open3d" in available_backends() else "scipy"
 
 
+def usable_backend(name: str) -> str:
+    """``name``, except open3d when it cannot be imported here: scipy (scoring must work without open3d)."""
+    if name == "open3d" and "open3d" not in available_backends():
+        return "scipy"
+    return name
+
+
 def _kabsch(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares rotation/translation with dst ≈ R·src + t (optionally weighted)."""
     if w is None:

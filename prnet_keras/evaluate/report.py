@@ -189,6 +189,7 @@ def markdown_table(summary: dict[str, Any], compare: dict[str, dict[str, Any]] |
     ]
     if summary.get("failed"):
         notes.append(f"{len(summary['failed'])} image(s) could not be scored and are excluded (see summary.json).")
+    notes += [f"Warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines + notes) + "\n"
 
 

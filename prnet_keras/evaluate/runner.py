@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from prnet_keras.config import section
-from prnet_keras.errors import InputError
+from prnet_keras.errors import InputError, PRNetWarning
 from prnet_keras.evaluate import report
-from prnet_keras.evaluate.icp import BACKENDS, default_backend, grid_normals
+from prnet_keras.evaluate.icp import BACKENDS, grid_normals, usable_backend
 from prnet_keras.evaluate.metrics import NORMALIZERS, SHIFTZ, alignment_nme, normalizer, reconstruction_nme
 from prnet_keras.evaluate.sources import (
     FolderPredictor, FolderSource, GroundTruthBatch, HDF5Source, NetworkPredictor, OraclePredictor, Predictions,
     crop_to_image_batch, is_prediction_folder,
 )
-from prnet_keras.geometry import UVLayout, apply_transform
+from prnet_keras.geometry import CropConfig, UVLayout, apply_transform
 from prnet_keras.utils import atomic_write_text, progress_bar, usable_cores, write_json
 
 SHIFTZ_DESCRIPTIONS = {
@@ -39,7 +39,10 @@ SHIFTZ_DESCRIPTIONS = {
 
 @dataclasses.dataclass
 class Settings:
-    """What is scored and how (recorded in summary.json; --resume requires the same)."""
+    """What is scored and how (recorded in summary.json; --resume requires the same).
+
+    The defaults are the packaged ``evaluate`` section (``evalidxs`` all = every metric).
+    """
 
     metrics: tuple[str, ...] = report.METRICS
     normalizer: str = "bbox"
@@ -153,10 +156,11 @@ def _gt_normals(gt: GroundTruthBatch, layout: UVLayout) -> np.ndarray:
 # ---- sources and models ------------------------------------------------------------------
 def open_run(
     model: Any, hdf5: Any = None, datadir: str | Path | None = None, bfm: str = "synthetic",
-    uv_data: str | Path | None = None, engine: str | None = None,
+    uv_data: str | Path | None = None, engine: str = "auto",
+    crop_config: CropConfig | Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any, UVLayout]:
     """(ground-truth source, predictor, layout) for a model spec and a data spec (``engine``:
-    what runs a Keras network, see ``model.engines``; None: config ``inference.engine``)."""
+    what runs a Keras network, see ``model.engines``; ``crop_config``: crops of ``datadir``)."""
     if (hdf5 is None) == (datadir is None):
         raise InputError("give exactly one of --hdf5 (validation HDF5) or --datadir (AFLW2000-3D folder/zip)")
     network = None
@@ -175,11 +179,13 @@ def open_run(
     if hdf5 is not None:
         source = HDF5Source(hdf5)
     else:
+        from prnet_keras.data.fitcheck import check_fits_match_model
         from prnet_keras.geometry import load_morphable_model, load_uv_layout
 
         mm = load_morphable_model(bfm)
         layout = network.layout if network is not None else load_uv_layout(uv_data, mm)
-        source = FolderSource(datadir, mm, layout)
+        source = FolderSource(datadir, mm, layout, crop_config)
+        check_fits_match_model(datadir, source.refs, mm, str(bfm))
     layout = source.layout
     if network is not None:
         predictor: Any = NetworkPredictor(network)
@@ -195,27 +201,28 @@ def open_run(
 
 
 # ---- the run -----------------------------------------------------------------------------
-def _settings_from(evalidxs, normalizer_, recon_normalizer, shiftZ, icp, icp_method, cfg) -> Settings:
-    idxs = list(cfg.get("evalidxs", range(6)) if evalidxs is None else evalidxs)
+def make_settings(evalidxs: Sequence[int] | None = None, normalizer: str | None = None,
+                  recon_normalizer: str | None = None, shiftZ: str | None = None, icp: str | None = None,
+                  icp_method: str | None = None, yaw_bins: Sequence[float] | None = None,
+                  ced_max: float | None = None) -> Settings:
+    """Validated :class:`Settings`; None keeps the default (the packaged ``evaluate`` section).
+
+    evalidxs: metric indices 0-5 (``report.METRICS`` order). The ICP backend falls back from
+    open3d to scipy when open3d cannot be imported here.
+    """
+    default = Settings()
+    idxs = list(range(len(report.METRICS)) if evalidxs is None else evalidxs)
     if any(not isinstance(i, (int, np.integer)) or not 0 <= int(i) < 6 for i in idxs):
         raise InputError(f"--evalidxs: expected indices 0-5, got {idxs}")
     metrics = tuple(report.METRICS[i] for i in sorted(set(int(i) for i in idxs)))
-    backend = icp or cfg.get("icp") or default_backend()
-    if backend == "open3d" and "open3d" not in _importable():
-        backend = "scipy"  # evaluation must work without open3d
     return Settings(
-        metrics=metrics, normalizer=normalizer_ or cfg.get("normalizer", "bbox"),
-        recon_normalizer=recon_normalizer or cfg.get("recon_normalizer", "interocular"),
-        shiftZ=shiftZ or cfg.get("shiftZ", "min"), icp=backend, icp_method=icp_method,
-        yaw_bins=tuple(float(v) for v in cfg.get("yaw_bins", report.DEFAULT_YAW_BINS)),
-        ced_max=float(cfg.get("ced_max", 10.0)),
+        metrics=metrics, normalizer=normalizer or default.normalizer,
+        recon_normalizer=recon_normalizer or default.recon_normalizer,
+        shiftZ=shiftZ or default.shiftZ, icp=usable_backend(icp or default.icp),
+        icp_method=icp_method or default.icp_method,
+        yaw_bins=tuple(float(v) for v in (default.yaw_bins if yaw_bins is None else yaw_bins)),
+        ced_max=float(default.ced_max if ced_max is None else ced_max),
     ).validate()
-
-
-def _importable() -> list[str]:
-    from prnet_keras.evaluate.icp import available_backends
-
-    return available_backends()
 
 
 def _resume_rows(out: Path, settings: Settings, identity: dict) -> list[dict[str, Any]]:
@@ -250,7 +257,7 @@ def evaluate(
     normalizer: str | None = None,
     recon_normalizer: str | None = None,
     icp: str | None = None,
-    icp_method: str = "point_to_plane",
+    icp_method: str | None = None,
     compare: Sequence[str | Path] = (),
     resume: bool = False,
     bfm: str = "synthetic",
@@ -258,24 +265,30 @@ def evaluate(
     limit: int | None = None,
     gallery: int = 12,
     progress: bool = True,
-    config: dict | None = None,
-    engine: str | None = None,
+    engine: str = "auto",
+    yaw_bins: Sequence[float] | None = None,
+    ced_max: float | None = None,
+    crop_config: CropConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (path, loaded Network, or ``"oracle"``, or a prediction folder) on
     ``hdf5`` or ``datadir``; write per_image.csv, summary.json, results.md, CED PNGs and a
     gallery of the worst images into ``outputdir``; return the summary dict.
 
+    Scoring options left None take the defaults of :class:`Settings` (the packaged
+    ``evaluate`` section); ``engine`` runs a Keras network (``model.engines``);
+    ``crop_config`` makes the crops of ``datadir`` ground truth (``geometry.CropConfig``).
+
     summary["metrics"][name] = {mean_all, bins{label: {mean, count}}, balanced_mean, median,
-    count, excluded}, NME in percent; summary["failed"] = [{name, reason}].
+    count, excluded}, NME in percent; summary["failed"] = [{name, reason}];
+    summary["warnings"]: lines about the data that make the numbers not comparable.
     """
-    cfg = section("evaluate", config) if config is not None else section("evaluate")
-    settings = _settings_from(evalidxs, normalizer, recon_normalizer, shiftZ, icp, icp_method, cfg)
+    settings = make_settings(evalidxs, normalizer, recon_normalizer, shiftZ, icp, icp_method, yaw_bins, ced_max)
     if batchsize < 1:
         raise InputError(f"--batchsize must be >= 1, got {batchsize}")
     out = Path(outputdir)
-    if engine is None and config is not None:
-        engine = section("inference", config).get("engine")
-    source, predictor, layout = open_run(model, hdf5, datadir, bfm, uv_data, engine)
+    source, predictor, layout = open_run(model, hdf5, datadir, bfm, uv_data, engine, crop_config)
+    for line in source.warnings:
+        warnings.warn(line, PRNetWarning, stacklevel=2)
     n = len(source) if limit is None else min(len(source), int(limit))
     identity = {"model": str(model) if isinstance(model, (str, Path)) else predictor.name,
                 "data": source.description, "layout": layout.hash()}
@@ -291,6 +304,7 @@ def evaluate(
     rows.sort(key=lambda r: order.get(r["name"], len(order)))
     report.write_csv(csv_path, rows, settings.metrics)
     summary = build_summary(rows, settings, identity, n)
+    summary["warnings"] = list(source.warnings)
     compared = load_runs(compare)
     write_outputs(out, summary, rows, settings, compared)
     if gallery > 0:

@@ -60,15 +60,26 @@ def _stack(items: list[dict[str, Any]], index: list[int]) -> GroundTruthBatch:
 
 
 class HDF5Source:
-    """Ground truth from HDF5 file(s) written by ``build_dataset.py`` (any store mode)."""
+    """Ground truth from HDF5 file(s) written by ``build_dataset.py`` (any store mode).
+
+    ``warnings``: one line per file built for training (``--buildmode train``): its crops
+    are perturbed, so its numbers are not comparable with the protocol's exact crops.
+    """
 
     def __init__(self, paths: str | Path | Sequence[str | Path]):
-        from prnet_keras.data.hdf5 import PositionMapDataset
+        from prnet_keras.data.hdf5 import PositionMapDataset, open_checked, read_attrs
 
         self.dataset = PositionMapDataset(paths)
         self.layout: UVLayout = self.dataset.layout
         self.names: list[str] = self.dataset.names
         self.description = f"hdf5:{','.join(str(p) for p in self.dataset.paths)}"
+        self.warnings: list[str] = []
+        for p in self.dataset.paths:
+            with open_checked(p) as f:
+                if read_attrs(f).get("buildmode") == "train":
+                    self.warnings.append(
+                        f"{p}: built with --buildmode train (perturbed crops): the numbers are not comparable with "
+                        "the evaluation protocol's exact crops; evaluate a --buildmode val file")
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -108,15 +119,16 @@ class HDF5Source:
 class FolderSource:
     """Ground truth rendered on the fly from an AFLW2000-3D-layout folder or zip."""
 
-    def __init__(self, datadir: str | Path, model: Any, layout: UVLayout):
+    def __init__(self, datadir: str | Path, model: Any, layout: UVLayout, crop_config: Any = None):
         from prnet_keras.data.gt import GroundTruthMaker
         from prnet_keras.data.sources import list_samples
 
         self.refs = list_samples(datadir)
         self.layout = layout
         self.names = [r.name for r in self.refs]
-        self.maker = GroundTruthMaker(model, layout)
+        self.maker = GroundTruthMaker(model, layout, crop_config)
         self.description = f"datadir:{datadir} (model {getattr(model, 'name', '?')})"
+        self.warnings: list[str] = []
 
     def __len__(self) -> int:
         return len(self.refs)

@@ -18,13 +18,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from typing import Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from prnet_keras.config import section
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import detector_crop, training_crop
+from prnet_keras.geometry import CropConfig, detector_crop, training_crop
 
 DETECTORS = ("mtcnn", "opencv", "dlib", "none")
 
@@ -52,14 +51,15 @@ class Detection:
         return out
 
 
-def crop_square(det: Detection, crop_cfg: dict | None = None) -> tuple[np.ndarray, float]:
-    """(centre (2,), size) of the square crop for one detection, per the rules above."""
-    cfg = crop_cfg or section("crop")
+def crop_square(det: Detection, crop_config: CropConfig | Mapping[str, Any] | None = None) -> tuple[np.ndarray, float]:
+    """(centre (2,), size) of the square crop for one detection, per the rules above, with the
+    scales of ``crop_config`` (``geometry.CropConfig``; None: the packaged defaults)."""
+    cfg = CropConfig.coerce(crop_config)
     if det.kind == "landmarks" and det.landmarks is not None:
-        return training_crop(det.landmarks[:, :2], rng=None, scale=float(cfg["train_scale"]))
+        return training_crop(det.landmarks[:, :2], rng=None, scale=cfg.train_scale)
     if det.kind == "dlib":
-        return detector_crop(det.box, scale=float(cfg["dlib_box_scale"]), center_shift=float(cfg["dlib_center_shift"]))
-    return detector_crop(det.box, scale=float(cfg["detector_box_scale"]))
+        return detector_crop(det.box, scale=cfg.dlib_box_scale, center_shift=cfg.dlib_center_shift)
+    return detector_crop(det.box, scale=cfg.detector_box_scale)
 
 
 class FaceDetector(Protocol):
@@ -159,9 +159,12 @@ class MTCNNDetector:
 
 
 class OpenCVDetector:
-    """OpenCV Haar cascade (frontal faces, shipped with opencv); no scores (None)."""
+    """OpenCV Haar cascade (frontal faces, shipped with opencv); no scores (None).
 
-    def __init__(self, min_size: int = 30) -> None:
+    min_face_size: smallest face searched, pixels (the cascade's ``minSize``).
+    """
+
+    def __init__(self, min_face_size: int = 40) -> None:
         import cv2
 
         # OpenCV 5 moved the Haar cascades (class and XML files) out of the main wheel.
@@ -175,13 +178,15 @@ class OpenCVDetector:
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():  # pragma: no cover - broken opencv install
             raise InputError(f"detector 'opencv': cannot load the Haar cascade {path}")
-        self.min_size = int(min_size)
+        if int(min_face_size) < 1:
+            raise InputError(f"min_face_size: expected >= 1 pixel, got {min_face_size}")
+        self.min_face_size = int(min_face_size)
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         import cv2
 
         gray = cv2.equalizeHist(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
-        rects = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_size,) * 2)
+        rects = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_face_size,) * 2)
         boxes = [np.array([x, y, x + w, y + h], np.float64) for x, y, w, h in np.asarray(rects).reshape(-1, 4)]
         boxes.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
         return [Detection(b, None, "opencv") for b in boxes]
@@ -208,28 +213,23 @@ _CACHE: dict[tuple, Callable] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_detector(name: str | Callable, min_confidence: float | None = None,
-                 min_face_size: int | None = None) -> FaceDetector:
+def get_detector(name: str | Callable, min_confidence: float = 0.9, min_face_size: int = 40) -> FaceDetector:
     """A detector by name ("mtcnn", "opencv", "dlib"), cached per process; callables pass through.
 
-    ``min_confidence`` / ``min_face_size`` (MTCNN) default to the ``inference`` config section.
+    ``min_confidence``: MTCNN score threshold; ``min_face_size``: smallest face searched in
+    pixels (MTCNN and OpenCV). Defaults: the packaged ``inference`` section.
     """
     if callable(name):
         return name
     if name not in DETECTORS or name == "none":
         raise InputError(f"detector: expected one of mtcnn, opencv, dlib, got {name!r}")
-    cfg = section("inference")
-    if min_confidence is None:
-        min_confidence = float(cfg["min_confidence"])
-    if min_face_size is None:
-        min_face_size = int(cfg.get("min_face_size", 40))
-    key = (name, float(min_confidence), int(min_face_size)) if name == "mtcnn" else (name,)
+    key = {"mtcnn": (name, float(min_confidence), int(min_face_size)), "opencv": (name, int(min_face_size))}.get(name, (name,))
     with _CACHE_LOCK:
         if key not in _CACHE:
             if name == "mtcnn":
                 _CACHE[key] = MTCNNDetector(min_confidence, int(min_face_size))
             elif name == "opencv":
-                _CACHE[key] = OpenCVDetector()
+                _CACHE[key] = OpenCVDetector(int(min_face_size))
             else:
                 _CACHE[key] = DlibDetector()
         return _CACHE[key]

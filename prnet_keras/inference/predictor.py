@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
-from prnet_keras.config import section
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import UVLayout, crop_transform
+from prnet_keras.geometry import CropConfig, UVLayout, crop_transform
 from prnet_keras.inference.detect import (
     Detection, crop_square, detections_from_boxes, detections_from_landmarks, get_detector,
 )
 from prnet_keras.inference.images import load_image, to_rgb_uint8
 from prnet_keras.inference.postprocess import Face, face_from_position_map
-
 
 
 def _is_keras_model(obj: Any) -> bool:
@@ -39,14 +37,19 @@ class Predictor:
     layout: the UV layout; taken from ``network.layout`` when omitted.
     batch_size: crops per network call (all faces of all images are batched, then chunked).
     detector: default detector name ("mtcnn" | "opencv" | "dlib") or a callable image -> detections.
-    min_confidence, min_face_size: MTCNN score threshold and smallest face in pixels
-        (None: the ``inference`` config section, 0.9 and 40).
+    min_confidence, min_face_size: MTCNN score threshold and smallest face searched in pixels
+        (MTCNN and OpenCV).
+    crop_config: the crop rules (``geometry.CropConfig`` or a ``crop`` section mapping; None:
+        the packaged defaults).
     fold_bn: a bare keras.Model predicts through a copy with batch norm folded into its
         convolutions, made here (``model.fold``; faster, same outputs within float32
         rounding). The copy does not follow later training of the model: pass False, or
         make a new Predictor, to predict with a model that is still changing.
-    engine: what runs a bare keras.Model: "auto" | "keras" | "openvino" (``model.engines``;
-        None: config ``inference.engine``). An OpenVINO copy never follows later training.
+    engine: what runs a bare keras.Model: "auto" | "keras" | "openvino" (``model.engines``).
+        An OpenVINO copy never follows later training.
+
+    The defaults are the packaged ``inference`` and ``crop`` sections; entry points pass the
+    values of the resolved configuration.
     """
 
     def __init__(
@@ -55,11 +58,11 @@ class Predictor:
         layout: UVLayout | None = None,
         batch_size: int = 16,
         detector: str | Callable = "mtcnn",
-        min_confidence: float | None = None,
-        min_face_size: int | None = None,
-        crop_cfg: dict | None = None,
+        min_confidence: float = 0.9,
+        min_face_size: int = 40,
+        crop_config: CropConfig | Mapping[str, Any] | None = None,
         fold_bn: bool = True,
-        engine: str | None = None,
+        engine: str = "auto",
     ) -> None:
         layout = layout if layout is not None else getattr(network, "layout", None)
         if not isinstance(layout, UVLayout):
@@ -70,9 +73,9 @@ class Predictor:
         self.network = network
         self.batch_size = int(batch_size)
         self.detector = detector
-        self.min_confidence = min_confidence
-        self.min_face_size = min_face_size
-        self.crop_cfg = crop_cfg or section("crop")
+        self.min_confidence = float(min_confidence)
+        self.min_face_size = int(min_face_size)
+        self.crop_config = CropConfig.coerce(crop_config)
         if _is_keras_model(network):
             from prnet_keras.model.engines import keras_forward
             from prnet_keras.model.fold import fold_batch_norm  # keras is loaded: a keras.Model was given
@@ -99,7 +102,7 @@ class Predictor:
         """Load a ``.keras`` file, SavedModel folder or official checkpoint prefix (``model.io.load_network``)."""
         from prnet_keras.model.io import load_network
 
-        network = load_network(model_path, uv_data=uv_data, engine=kwargs.pop("engine", None))
+        network = load_network(model_path, uv_data=uv_data, engine=kwargs.pop("engine", "auto"))
         return cls(network, **kwargs)
 
     # ---- pieces -----------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class Predictor:
 
     def crop(self, image_rgb: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray]:
         """(crop (R, R, 3) uint8, T (3, 3) image→crop) for one detection; bilinear, border 0."""
-        centre, size = crop_square(detection, self.crop_cfg)
+        centre, size = crop_square(detection, self.crop_config)
         r = self.layout.resolution
         t = crop_transform(centre, size, r)
         crop = cv2.warpAffine(image_rgb, t[:2], (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

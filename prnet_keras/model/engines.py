@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from prnet_keras.errors import InputError
+from prnet_keras.errors import InputError, PRNetWarning
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]
 ENGINES = ("auto", "keras", "openvino")
@@ -166,14 +166,10 @@ def openvino_forward(model: Any, threads: int | None = None, cache: bool = False
     return forward
 
 
-def keras_forward(model: Any, engine: str | None = None, cache: bool = False) -> tuple[ForwardFn, str]:
-    """(forward, engine used) for a keras.Model; ``engine`` is one of ENGINES (None: the
-    default configuration's ``inference.engine``), ``cache`` keeps an OpenVINO conversion
-    for the next load of the same weights (see module doc)."""
-    if engine is None:
-        from prnet_keras.config import section
-
-        engine = section("inference").get("engine", "auto")
+def keras_forward(model: Any, engine: str = "auto", cache: bool = False) -> tuple[ForwardFn, str]:
+    """(forward, engine used) for a keras.Model; ``engine`` is one of ENGINES (the packaged
+    default ``inference.engine`` is "auto"), ``cache`` keeps an OpenVINO conversion for the
+    next load of the same weights (see module doc)."""
     if engine not in ENGINES:
         raise InputError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "keras" or (engine == "auto" and (openvino_unavailable_reason() or _tf_sees_gpu())):
@@ -183,5 +179,5 @@ def keras_forward(model: Any, engine: str | None = None, cache: bool = False) ->
     except InputError as exc:
         if engine == "openvino":
             raise
-        warnings.warn(f"{exc}; predicting with Keras instead", stacklevel=2)
+        warnings.warn(f"{exc}; predicting with Keras instead", PRNetWarning, stacklevel=2)
         return _keras_predict(model), "keras"

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from prnet_keras import LABEL_SCALE
-from prnet_keras.errors import InputError, ModelFileError
+from prnet_keras.errors import InputError, ModelFileError, PRNetWarning
 from prnet_keras.geometry.uv import UVLayout, load_uv_layout
 from prnet_keras.model.checkpoint import checkpoint_prefix, is_tf1_checkpoint
 from prnet_keras.model.engines import keras_forward
@@ -159,7 +159,8 @@ def resolve_layout(path: Path, uv_data: Any = None) -> UVLayout:
     if uv_data is not None:
         layout = uv_data if isinstance(uv_data, UVLayout) else load_uv_layout(uv_data)
         if found is not None and UVLayout.load(found) != layout:
-            warnings.warn(f"{path}: using the given uv_data, which differs from the layout in {found}", stacklevel=3)
+            warnings.warn(f"{path}: using the given uv_data, which differs from the layout in {found}", PRNetWarning,
+                          stacklevel=3)
         return layout
     if found is not None:
         return UVLayout.load(found)
@@ -187,14 +188,14 @@ def load_keras_model(path: str | Path) -> Any:
 
 
 def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fold_bn: bool = True,
-                 engine: str | None = None) -> Network:
+                 engine: str = "auto") -> Network:
     """Load a network (format from the path, see module doc) and its UV layout.
 
     Keras models (``.keras``, checkpoints) predict through a copy with batch normalisation
     folded into the convolutions (``model.fold``: same outputs within float32 rounding,
     ~10-45 % faster on CPU); ``fold_bn=False`` predicts with the model as loaded.
     ``Network.model`` is always the model as loaded. ``engine`` runs Keras models:
-    "auto" | "keras" | "openvino" (``model.engines``; None: config ``inference.engine``).
+    "auto" | "keras" | "openvino" (``model.engines``).
 
     Raises ModelFileError for a missing file or one of the wrong kind, InputError when no
     UV layout can be found (pass ``uv_data``) or it does not fit the model's resolution.

@@ -103,4 +103,4 @@ def batched_predictor(predictor: Any, window_ms: float, max_batch: int = 16) -> 
                               layout=None)
     return Predictor(batcher, predictor.layout, batch_size=max(predictor.batch_size, max_batch),
                      detector=predictor.detector, min_confidence=predictor.min_confidence,
-                     min_face_size=predictor.min_face_size, crop_cfg=predictor.crop_cfg)
+                     min_face_size=predictor.min_face_size, crop_config=predictor.crop_config)

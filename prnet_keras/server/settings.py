@@ -1,19 +1,21 @@
-"""Server settings: limits, pool sizes, auth and CORS, from the configuration's "server" section.
+"""Server settings: limits, pool sizes, auth and CORS (the ``server`` configuration section).
 
 Every limit the server enforces lives here so tests and the CLI can tighten or loosen
-them without touching the routes.
+them without touching the routes. The defaults are the packaged ``server`` section.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Mapping
 
-from prnet_keras.config import load_config
 from prnet_keras.errors import InputError
 
 DEFAULT_API_KEY_ENV = "PRNET_API_KEY"
+# What a configuration file may set (the rest is runtime: the key comes from the environment).
+CONFIG_KEYS = ("host", "port", "max_request_bytes", "max_image_pixels", "max_faces_per_image",
+               "max_images_per_request", "workers", "queue_size", "timeout_s", "cors_origins")
 
 
 @dataclasses.dataclass
@@ -33,7 +35,7 @@ class ServerSettings:
     max_image_pixels: int = 25_000_000
     max_faces_per_image: int = 16
     max_images_per_request: int = 8
-    workers: int = 2
+    workers: int = 8
     queue_size: int = 8
     timeout_s: float = 60.0
     api_key: str | None = None
@@ -58,14 +60,14 @@ class ServerSettings:
 
     @classmethod
     def from_config(
-        cls, config: dict | None = None, api_key_env: str | None = DEFAULT_API_KEY_ENV, **overrides: Any
+        cls, server: Mapping[str, Any] | None = None, api_key_env: str | None = DEFAULT_API_KEY_ENV, **overrides: Any
     ) -> "ServerSettings":
-        """Settings from the "server" config section, the API key from ``$api_key_env``, then overrides."""
-        cfg = (config if config is not None else load_config()).get("server", {})
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(cfg) - fields
+        """Settings from a ``server`` configuration section (None: the defaults), the API key
+        from ``$api_key_env``, then ``overrides`` (None values ignored)."""
+        cfg = {k: v for k, v in (server or {}).items() if k != "_doc"}
+        unknown = set(cfg) - set(CONFIG_KEYS)
         if unknown:
-            raise InputError(f"configuration section server: unknown keys {sorted(unknown)}")
+            raise InputError(f"configuration section server: unknown keys {sorted(unknown)}; known: {', '.join(CONFIG_KEYS)}")
         values: dict[str, Any] = dict(cfg)
         if api_key_env:
             values["api_key"] = os.environ.get(api_key_env) or None

@@ -5,8 +5,8 @@ scale about the centre, translation). The image is warped with OpenCV; the posit
 *pixel grid* is UV space and is not warped: its x, y values (crop pixels) go through the
 same 2x3 and its z is multiplied by the scale, so image and label stay consistent.
 Photometric augmentation (per-channel colour scaling, synthetic occluders) touches the
-image only. Ranges come from the ``augment`` section of the packaged ``defaults.json``
-(the paper's recipe).
+image only. :class:`AugmentConfig` holds the switches and ranges; its defaults are the
+packaged ``augment`` section (the paper's recipe).
 
 Sampling (:func:`sample_params`) and application (:func:`apply_params`) are separate so a
 batch's parameters can be inspected or fixed by hand (tests, debugging).
@@ -22,8 +22,8 @@ import numpy as np
 from numba import njit
 
 from prnet_keras import RESOLUTION
-from prnet_keras.config import section
 from prnet_keras.errors import InputError
+from prnet_keras.utils import options_from_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +71,11 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None) -> "AugmentConfig":
-        """Defaults from the packaged ``defaults.json`` ("augment"), overridden by ``values``.
+        """The defaults (the packaged ``augment`` section) overridden by ``values``.
 
         Unknown keys raise :class:`InputError` (a typo must not silently disable nothing).
         """
-        merged = section("augment")
-        merged.update(values or {})
-        merged.pop("_doc", None)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise InputError(f"augment: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**merged)
+        return options_from_dict(cls, values, "augment")
 
     @classmethod
     def disabled(cls) -> "AugmentConfig":

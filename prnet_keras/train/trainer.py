@@ -1,8 +1,9 @@
 """Training loop: ``train(config) -> run dir`` with checkpoints, resume and curves.
 
-``config`` is a configuration dict as ``prnet_keras.config.load_config`` returns (any
-subset; defaults fill the rest). Training options live in section ``train`` (keys of
-``prnet_keras/configs/defaults.json`` plus those of :data:`RUN_DEFAULTS`), augmentation in ``augment``.
+``config`` is a configuration dict as an entry point resolves it (``prnet_keras.config.load_config``)
+or any subset of one: training options live in section ``train`` (the keys of
+:data:`TRAIN_DEFAULTS`, which are the packaged defaults), augmentation in ``augment``
+(:class:`~prnet_keras.train.augment.AugmentConfig`). Other sections are kept as given.
 
 Resume: a run folder holding ``run_state.json`` is continued from its last completed
 epoch (weights, optimizer state, schedule position, history, best values) when the
@@ -13,6 +14,7 @@ resolved configuration equals the recorded one, except for the keys in
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
@@ -22,7 +24,6 @@ from typing import Any, Iterator
 
 import keras
 
-from prnet_keras.config import load_config
 from prnet_keras.errors import InputError, ModelFileError
 from prnet_keras.train.augment import AugmentConfig
 from prnet_keras.train.callbacks import RunRecorder, read_state, remove_stale_temporaries
@@ -30,8 +31,18 @@ from prnet_keras.train.dataset import AugmentedDataset, yaw_balanced_weights
 from prnet_keras.train.distribute import plan_distribution
 from prnet_keras.utils import to_jsonable, write_json
 
-# Options of section "train" beyond the packaged defaults.json, with their defaults.
-RUN_DEFAULTS: dict[str, Any] = {
+# Section "train": every option and its default (the packaged defaults spell the same values).
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "model": "resfcn256",     # architecture (resfcn256, light) or a .keras checkpoint to continue from
+    "epochs": 100,
+    "batchsize": 16,
+    "learningrate": 0.0001,
+    "lr_schedule": "step",    # "step" | "cosine"
+    "dropevery": 5,           # step schedule: epochs between drops
+    "dropfactor": 0.5,        # step schedule: factor per drop
+    "lossfunct": "weighted_mse",
+    "keep_checkpoints": 3,    # epoch checkpoints kept
+    "seed": 0,
     "hdf5dir": None,          # folder with train.hdf5 (and val.hdf5)
     "train_files": None,      # or explicit HDF5 path(s)
     "val_files": None,
@@ -86,12 +97,18 @@ def _paths(value: Any) -> list[str] | None:
 
 
 def resolve_config(config: dict | None) -> dict[str, Any]:
-    """Defaults + ``config``, validated, dataset/output paths made absolute.
+    """:data:`TRAIN_DEFAULTS` and the augmentation defaults + ``config``, validated,
+    dataset/output paths made absolute.
 
     Raises :class:`InputError` naming the offending key.
     """
-    cfg = load_config(overrides=config or {})
-    t = {**RUN_DEFAULTS, **cfg["train"]}
+    cfg = dict(config or {})
+    given = dict(cfg.get("train") or {})
+    given.pop("_doc", None)
+    unknown = sorted(set(given) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise InputError(f"train: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TRAIN_DEFAULTS))}")
+    t = {**copy.deepcopy(TRAIN_DEFAULTS), **given}
     for key in ("epochs", "batchsize", "dropevery", "keep_checkpoints", "workers", "max_queue_size"):
         _positive(t, key, int)
     for key in ("learningrate", "dropfactor"):
@@ -139,7 +156,7 @@ def resolve_config(config: dict | None) -> dict[str, Any]:
 def config_differences(old: dict, new: dict) -> list[str]:
     """``section.key: old -> new`` for every training-relevant key that differs."""
     diffs = []
-    for sec in ("train", "augment", "geometry"):
+    for sec in ("train", "augment"):
         a, b = old.get(sec, {}), new.get(sec, {})
         for key in sorted(set(a) | set(b)):
             if sec == "train" and key in FREE_KEYS:

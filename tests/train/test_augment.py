@@ -14,7 +14,7 @@ from prnet_keras.train.augment import (
 ONLY_GEOMETRY = dict(color=False, occlusion=False)
 
 
-def test_defaults_come_from_config_and_match_the_paper():
+def test_defaults_match_the_paper():
     cfg = AugmentConfig.from_dict()
     assert cfg.rotation_range_deg == (-45.0, 45.0)
     assert cfg.scale_range == (0.9, 1.2)
