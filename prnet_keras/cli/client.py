@@ -1,4 +1,4 @@
-"""prnet-client (load_model_client.py): a Python client and CLI for both server APIs.
+"""prnet-client (load_model_client.py): the command line of the client library (``prnet_keras.client``).
 
     prnet-client --image face.jpg                               # compatible API: /predict (+ /evaluate with face.mat)
     prnet-client --imagedir photos/ --api native --out meshes/  # native API: /v1/reconstruct, writes OBJ/PLY
@@ -16,98 +16,20 @@ import base64
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
 
 from prnet_keras.cli import cli_parser, run_cli
+from prnet_keras.client import PRNetClient, ServerError  # noqa: F401  (ServerError: what the calls raise)
 from prnet_keras.errors import InputError, PRNetError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ServerError(PRNetError):
-    """The server answered with an error (status and its JSON error message)."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-class PRNetClient:
-    """Thin httpx client: one method per endpoint, JSON in, JSON out; errors raise ServerError."""
-
-    def __init__(self, base_url: str = "http://127.0.0.1:20000", api_key: str | None = None, timeout: float = 120.0) -> None:
-        import httpx
-
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "PRNetClient":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        import httpx
-
-        try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServerError(f"{self.base_url}{path}: cannot reach the server ({exc.__class__.__name__}: {exc})") from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if resp.status_code != 200:
-            err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            raise ServerError(f"{path}: HTTP {resp.status_code}: {err.get('message') or resp.text[:200]}")
-        return body
-
-    # ---- native ------------------------------------------------------------------------------
-    def health(self) -> dict:
-        return self._call("GET", "/healthz")
-
-    def info(self) -> dict:
-        return self._call("GET", "/v1/info")
-
-    def reconstruct(self, image: bytes, outputs: Sequence[str] = ("landmarks", "pose"), boxes: Any = None,
-                    filename: str = "image") -> dict:
-        """POST /v1/reconstruct as multipart; ``image`` holds the encoded file bytes."""
-        data = {"outputs": ",".join(outputs)}
-        if boxes is not None:
-            data["boxes"] = json.dumps(boxes)
-        return self._call("POST", "/v1/reconstruct", files={"image": (filename, image)}, data=data)
-
-    # ---- PRNet-keras compatible ------------------------------------------------------------------
-    def predict(self, images: Sequence[bytes], mats: Sequence[Sequence[bytes]] | None = None, mat_type: str = "normal") -> dict:
-        return self._call("POST", "/predict", json=self._image_mats(images, mats, mat_type))
-
-    def extract(self, images: Sequence[bytes], mats: Sequence[Sequence[bytes]], mat_type: str = "normal") -> dict:
-        return self._call("POST", "/extract", json=self._image_mats(images, mats, mat_type))
-
-    def evaluate(self, images: Sequence[bytes], org_mats: Sequence[Sequence[bytes]], predicted: Sequence[Sequence[str]]) -> dict:
-        """``predicted``: the base64 ``rawMesh`` strings as /predict returned them."""
-        items = [{"rawImage": _b64(im), "rawOrgMats": [_b64(m) for m in orgs], "rawPredictMats": list(preds)}
-                 for im, orgs, preds in zip(images, org_mats, predicted)]
-        return self._call("POST", "/evaluate", json={"imageMatList": items})
-
-    @staticmethod
-    def _image_mats(images: Sequence[bytes], mats: Sequence[Sequence[bytes]] | None, mat_type: str) -> dict:
-        mats = mats if mats is not None else [[] for _ in images]
-        return {"matType": mat_type, "imageMatList": [
-            {"rawImage": _b64(im), "rawMats": [_b64(m) if m else "" for m in ms]} for im, ms in zip(images, mats)]}
-
-
 # ---- CLI ----------------------------------------------------------------------------------------
 
-def _default_url() -> str:
-    from prnet_keras.config import section
+def _default_url(config_name: str | None) -> str:
+    from prnet_keras.config import load_config
 
-    s = section("server")
+    s = load_config(config_name)["server"]
     return f"http://{s['host']}:{s['port']}"
 
 
@@ -126,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="PRNET_API_KEY",
                    help="environment variable holding the API key (unset or empty: no key sent)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--config", default=None, help="named configuration or JSON file (server.host and server.port "
+                   "give the default --serverurl)")
     return p
 
 
@@ -195,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         paths = _images(args)
         out = Path(args.out) if args.out else None
-        url = args.serverurl or _default_url()
+        url = args.serverurl or _default_url(args.config)
         with PRNetClient(url, os.environ.get(args.api_key_env) or None, args.timeout) as client:
             for path in paths:
                 if args.api == "native":

@@ -4,7 +4,8 @@ Everything but ``keras`` goes through TensorFlow (TF-only seam). Every output is
 atomically: into a temporary sibling first, renamed onto the target on success, so a
 failed export never leaves a half-written model where a server would pick it up.
 The optional UV layout is written beside the model as ``<stem>.uv.npz``, which
-:func:`prnet_keras.model.io.load_network` finds.
+:func:`prnet_keras.model.io.load_network` finds. The command line is ``prnet-export``
+(:mod:`prnet_keras.cli.export`).
 """
 
 from __future__ import annotations
@@ -148,41 +149,3 @@ def export_model(model: keras.Model, path: str | Path, format: str = "keras", la
     if layout is not None:
         layout.save(layout_sidecar(target))
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m prnet_keras.model.export MODEL OUT --format F [--uv-data X]``.
-
-    MODEL: a ``.keras`` file or an official checkpoint prefix. The UV layout found beside
-    MODEL (or given with --uv-data) is written beside OUT. Prints the written path.
-    """
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m prnet_keras.model.export",
-                                     description="Convert a PRNet network to another format.")
-    parser.add_argument("model", help=".keras file or official TF1 checkpoint prefix")
-    parser.add_argument("out", help="output path (suffix added when missing)")
-    parser.add_argument("--format", default="saved_model", choices=FORMATS)
-    parser.add_argument("--uv-data", default=None, help="uv-data folder or uv_layout.npz to write beside the output")
-    args = parser.parse_args(argv)
-    from prnet_keras.model.io import load_keras_model, resolve_layout
-
-    try:
-        model = load_keras_model(args.model)
-        try:
-            layout = resolve_layout(Path(args.model), args.uv_data)
-        except InputError:
-            if args.uv_data:
-                raise
-            layout = None  # exporting without a layout is fine; load_network will ask for one
-        path = export_model(model, args.out, args.format, layout=layout)
-    except PRNetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

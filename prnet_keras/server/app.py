@@ -1,6 +1,6 @@
 """The FastAPI application: PRNet-keras-compatible routes, native /v1 routes, the /ui page.
 
-``create_app(predictor, settings)`` wires an :class:`Engine` around the predictor and adds
+``create_app(predictor, settings)`` wires a :class:`FaceService` around the predictor and adds
 the hardening every route shares: a request-size cap (checked on Content-Length and while
 streaming), an optional API key (``X-API-Key`` or ``Authorization: Bearer``) on everything
 but /healthz and the static page, CORS only when origins are configured, a bounded
@@ -12,24 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import json
 import logging
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from prnet_keras.server import compat, native
 from prnet_keras.server.codec import ApiError
-from prnet_keras.server.engine import Engine
-from prnet_keras.server.pool import InferencePool, PoolSaturated, PoolTimeout
+from prnet_keras.server.pool import InferencePool
+from prnet_keras.server.responses import JSONSafeResponse, error_response
+from prnet_keras.server.service import FaceService
 from prnet_keras.server.settings import ServerSettings
-from prnet_keras.utils import to_jsonable
 
 log = logging.getLogger("prnet_keras.server")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -39,52 +38,6 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 DOCS_ASSETS = "/docs/static"
 PUBLIC_PATHS = ("/healthz", "/ui", "/ui/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
 PUBLIC_PREFIXES = ("/ui/static/", DOCS_ASSETS + "/")
-
-
-def _numpy_default(obj: Any) -> Any:
-    if isinstance(obj, (np.ndarray, np.generic)):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def render_json(content: Any) -> bytes:
-    """Compact JSON bytes; numpy values converted, NaN/inf -> null.
-
-    Fast path: one json.dumps (numpy handled on demand); only content holding a non-finite
-    float pays for the full :func:`to_jsonable` walk (~0.3 s for a 50k-vertex JSON mesh).
-    """
-    try:
-        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_numpy_default)
-    except ValueError:  # NaN or infinity somewhere
-        text = json.dumps(_finite(to_jsonable(content)), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.encode("utf-8")
-
-
-def _finite(obj: Any) -> Any:
-    # utils.to_jsonable passes numpy non-finite scalars through (.item() of inf is inf): null them here.
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-class JSONSafeResponse(JSONResponse):
-    """JSON response of plain Python types (numpy converted, NaN/inf -> null), compact."""
-
-    def render(self, content: Any) -> bytes:
-        return render_json(content)
-
-
-def _job_rendered(fn: Callable[..., Any], *args: Any) -> bytes:
-    # Serialising large answers (meshes) on the worker keeps the event loop free.
-    return render_json(fn(*args))
-
-
-def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict | None = None) -> JSONSafeResponse:
-    return JSONSafeResponse({"error": {"code": code, "field": field, "message": message}}, status_code=status, headers=headers)
 
 
 def _field_from_loc(loc: tuple) -> str | None:
@@ -176,19 +129,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", f"internal error ({exc.__class__.__name__}); see the server log")
 
 
-async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Response:
-    """Run a synchronous job on the app's bounded pool and answer its JSON; 503 when saturated, 504 on time-out."""
-    pool: InferencePool = request.app.state.pool
-    try:
-        body = await pool.run(_job_rendered, fn, *args)
-        return Response(body, media_type="application/json")
-    except PoolSaturated:
-        raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
-                       None, {"Retry-After": "1"}) from None
-    except PoolTimeout:
-        raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s") from None
-
-
 def _document_api_key(app: FastAPI) -> None:
     """Declare the X-API-Key header in the OpenAPI schema so /docs offers "Authorize"."""
     build = app.openapi
@@ -209,14 +149,14 @@ def _document_api_key(app: FastAPI) -> None:
 
 
 def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout: Any = None,
-               morphable: Any = "synthetic", icp_backend: str = "scipy", engine: Engine | None = None) -> FastAPI:
-    """The server application around ``predictor`` (see :class:`Engine` for the other options)."""
+               morphable: Any = "synthetic", icp_backend: str = "open3d", icp_method: str = "point_to_plane",
+               crop_config: Any = None, service: FaceService | None = None) -> FastAPI:
+    """The server application around ``predictor`` (see :class:`FaceService` for the other options)."""
     from prnet_keras import __version__
-    from prnet_keras.server import compat, native
 
-    settings = settings or ServerSettings.from_config()
-    engine = engine or Engine(predictor, layout=layout, morphable=morphable, detector=settings.detector,
-                              icp_backend=icp_backend)
+    settings = settings or ServerSettings.from_config()  # the defaults, the API key from $PRNET_API_KEY
+    service = service or FaceService(predictor, layout=layout, morphable=morphable, detector=settings.detector,
+                                     icp_backend=icp_backend, icp_method=icp_method, crop_config=crop_config)
     pool = InferencePool(settings.workers, settings.queue_size, settings.timeout_s)
 
     @contextlib.asynccontextmanager
@@ -233,7 +173,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
                     "native API (/v1/...), and a page for people at /ui.",
     )
     app.state.settings = settings
-    app.state.engine = engine
+    app.state.service = service
     app.state.pool = pool
     _install_error_handlers(app)
     app.include_router(compat.router)

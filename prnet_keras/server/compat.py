@@ -21,9 +21,9 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from prnet_keras.server.app import run_in_pool
+from prnet_keras.server.pool import run_in_pool
 from prnet_keras.server.codec import ApiError, decode_base64, decode_image, decode_mat, encode_base64
-from prnet_keras.server.engine import Engine, as_list, face_box
+from prnet_keras.server.service import FaceService, as_list, face_box
 from prnet_keras.inference.writers import mesh_mat_bytes
 from prnet_keras.server.meshes import mesh_from_mat
 from prnet_keras.server.scoring import EVALUATION_TYPES
@@ -101,7 +101,7 @@ def _mesh_entry(face, mat_type: str) -> dict:
     return {"rawMesh": encode_base64(mesh_mat_bytes(face, mat_type)), "faceBB": face_box(face)}
 
 
-def predict_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
+def predict_job(service: FaceService, s: ServerSettings, data: InputData) -> dict:
     _check_images(data.imageMatList, s)
     out = []
     for i, item in enumerate(data.imageMatList):
@@ -110,16 +110,16 @@ def predict_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
         image = _image(item.rawImage, f + ".rawImage", s)
         given = [(j, m) for j, m in enumerate(item.rawMats) if m]
         if given:
-            kpts = [engine.landmarks_for_fit(image, _mat(m, f"{f}.rawMats[{j}]", s), f"{f}.rawMats[{j}]")[:, :2]
+            kpts = [service.landmarks_for_fit(image, _mat(m, f"{f}.rawMats[{j}]", s), f"{f}.rawMats[{j}]")[:, :2]
                     for j, m in given]
-            faces = engine.reconstruct(image, f, s.max_faces_per_image, landmarks=np.stack(kpts))
+            faces = service.reconstruct(image, f, s.max_faces_per_image, landmarks=np.stack(kpts))
         else:
-            faces = engine.reconstruct(image, f + ".rawImage", s.max_faces_per_image)
+            faces = service.reconstruct(image, f + ".rawImage", s.max_faces_per_image)
         out.append({"faceMeshList": [_mesh_entry(face, data.matType) for face in faces]})
     return {"imageMeshList": out}
 
 
-def extract_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
+def extract_job(service: FaceService, s: ServerSettings, data: InputData) -> dict:
     _check_images(data.imageMatList, s)
     out = []
     for i, item in enumerate(data.imageMatList):
@@ -132,13 +132,13 @@ def extract_job(engine: Engine, s: ServerSettings, data: InputData) -> dict:
                 faces.append({"rawMesh": "", "faceBB": []})
                 continue
             field = f"{f}.rawMats[{j}]"
-            face = engine.ground_truth_face(image, _mat(m, field, s), field)
+            face = service.ground_truth_face(image, _mat(m, field, s), field)
             faces.append(_mesh_entry(face, data.matType))
         out.append({"faceMeshList": faces})
     return {"imageMeshList": out}
 
 
-def evaluate_job(engine: Engine, s: ServerSettings, data: InputEvalData) -> dict:
+def evaluate_job(service: FaceService, s: ServerSettings, data: InputEvalData) -> dict:
     _check_images(data.imageMatList, s)
     out = []
     for i, item in enumerate(data.imageMatList):
@@ -152,9 +152,9 @@ def evaluate_job(engine: Engine, s: ServerSettings, data: InputEvalData) -> dict
         values = []
         for j, (org, pred) in enumerate(zip(item.rawOrgMats, item.rawPredictMats)):
             fo, fp = f"{f}.rawOrgMats[{j}]", f"{f}.rawPredictMats[{j}]"
-            gt = engine.reference_mesh(image, _mat(org, fo, s), fo)
+            gt = service.reference_mesh(image, _mat(org, fo, s), fo)
             pm = mesh_from_mat(_mat(pred, fp, s), image.shape[0], fp)
-            values.append({"evalValues": engine.evaluate(gt, pm)})
+            values.append({"evalValues": service.evaluate(gt, pm)})
         out.append({"imageEvalValues": values})
     return {"evaluationTypes": list(EVALUATION_TYPES), "evaluationDataList": out}
 
@@ -170,14 +170,14 @@ async def index() -> dict[str, Any]:
 
 @router.post("/predict", response_model=OutputData, summary="Reconstruct faces; base64 mesh .mat per face")
 async def predict(data: InputData, request: Request) -> Any:
-    return await run_in_pool(request, predict_job, request.app.state.engine, request.app.state.settings, data)
+    return await run_in_pool(request, predict_job, request.app.state.service, request.app.state.settings, data)
 
 
 @router.post("/extract", response_model=OutputData, summary="Ground-truth meshes from 3DMM fit .mat files")
 async def extract(data: InputData, request: Request) -> Any:
-    return await run_in_pool(request, extract_job, request.app.state.engine, request.app.state.settings, data)
+    return await run_in_pool(request, extract_job, request.app.state.service, request.app.state.settings, data)
 
 
 @router.post("/evaluate", response_model=OutputEvalData, summary="Six NME metrics between original and predicted meshes")
 async def evaluate(data: InputEvalData, request: Request) -> Any:
-    return await run_in_pool(request, evaluate_job, request.app.state.engine, request.app.state.settings, data)
+    return await run_in_pool(request, evaluate_job, request.app.state.service, request.app.state.settings, data)

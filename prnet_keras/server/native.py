@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from prnet_keras.server.app import run_in_pool
+from prnet_keras.server.pool import run_in_pool
 from prnet_keras.server.codec import ApiError, decode_base64, decode_image, encode_base64
-from prnet_keras.server.engine import Engine, face_mesh
+from prnet_keras.server.service import FaceService, face_mesh
 from prnet_keras.inference.writers import mesh_mat_bytes
 from prnet_keras.server.meshes import mesh_json, npy_bytes, obj_bytes, ply_bytes
 from prnet_keras.server.settings import ServerSettings
@@ -140,7 +140,7 @@ def _points(value: Any, field: str, width: int) -> np.ndarray | None:
     return a
 
 
-def reconstruct_job(engine: Engine, s: ServerSettings, req: dict) -> dict:
+def reconstruct_job(service: FaceService, s: ServerSettings, req: dict) -> dict:
     t0 = time.perf_counter()
     raw = req["image"]
     if isinstance(raw, str):  # JSON body: base64 decoded here, on the worker, not on the event loop
@@ -151,7 +151,7 @@ def reconstruct_job(engine: Engine, s: ServerSettings, req: dict) -> dict:
     if boxes is not None and len(boxes.reshape(-1, 4)) > s.max_faces_per_image:
         raise ApiError(413, "too_many", f"boxes: more than {s.max_faces_per_image} faces", "boxes")
     field = "boxes" if boxes is not None else ("landmarks" if landmarks is not None else "image")
-    faces = engine.reconstruct(image, field, s.max_faces_per_image + 1, boxes=boxes, landmarks=landmarks)
+    faces = service.reconstruct(image, field, s.max_faces_per_image + 1, boxes=boxes, landmarks=landmarks)
     truncated = len(faces) > s.max_faces_per_image
     faces = faces[: s.max_faces_per_image]
     t1 = time.perf_counter()
@@ -222,7 +222,7 @@ async def _read_request(request: Request, s: ServerSettings) -> dict:
 async def reconstruct(request: Request) -> Any:
     s: ServerSettings = request.app.state.settings
     req = await _read_request(request, s)
-    return await run_in_pool(request, reconstruct_job, request.app.state.engine, s, req)
+    return await run_in_pool(request, reconstruct_job, request.app.state.service, s, req)
 
 
 @router.get("/healthz", summary="Liveness (no API key needed)")
@@ -253,7 +253,7 @@ async def info(request: Request) -> dict[str, Any]:
         versions[key] = _dist_version(*dists)
     return {
         "model": {"name": s.model_name, "path": s.model_path, **s.extra_info},
-        **request.app.state.engine.info(),
+        **request.app.state.service.info(),
         "limits": s.public_limits(),
         "outputs": list(OUTPUTS),
         "versions": versions,

@@ -5,6 +5,9 @@ Inference is CPU/GPU bound and must not run on the event loop. Requests beyond
 Retry-After) instead of piling up memory and latency; a request that takes longer
 than ``timeout_s`` is answered 504 while its worker finishes (its slot is held until
 then, so the bound stays true).
+
+:func:`run_in_pool` is what a route awaits: the job runs on the app's pool and its result
+is rendered to JSON there too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ import asyncio
 import concurrent.futures
 import threading
 from typing import Any, Callable, TypeVar
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from prnet_keras.server.codec import ApiError
+from prnet_keras.server.responses import render_json
 
 T = TypeVar("T")
 
@@ -73,3 +82,21 @@ class InferencePool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _job_rendered(fn: Callable[..., Any], *args: Any) -> bytes:
+    # Serialising large answers (meshes) on the worker keeps the event loop free.
+    return render_json(fn(*args))
+
+
+async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Response:
+    """Run a synchronous job on the app's bounded pool and answer its JSON; 503 when saturated, 504 on time-out."""
+    pool: InferencePool = request.app.state.pool
+    try:
+        body = await pool.run(_job_rendered, fn, *args)
+        return Response(body, media_type="application/json")
+    except PoolSaturated:
+        raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
+                       None, {"Retry-After": "1"}) from None
+    except PoolTimeout:
+        raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s") from None

@@ -1,78 +1,51 @@
 """The six PRNet-keras ``/evaluate`` numbers between a ground-truth and a predicted mesh.
 
 Names and order follow the peer API: sparse 2D, sparse 3D, dense 2D, dense 3D,
-reconstruction 2D, reconstruction 3D. Values are percentages (NME × 100):
+reconstruction 2D, reconstruction 3D. The numbers are those of ``prnet-evaluate`` with its
+default settings, computed by the same functions (:mod:`prnet_keras.evaluate.metrics`) on
+one image, in percent (NME × 100):
 
 * sparse: the 68 landmarks (``kpt_idx``) / sqrt(w·h) of the ground-truth 68-point 2D box
-  (the standard AFLW2000-3D normaliser);
-* dense: all vertices, same normaliser; needs the same vertex count (same UV layout),
-  else ``None``;
-* reconstruction: rigid ICP of the predicted vertices onto the ground-truth vertices, then
-  the mean nearest-point distance / outer interocular distance (landmarks 36 and 45,
-  0-based) of the ground truth; "2D" measures the same pairs in x, y only.
-
-3D errors align z offsets first: each point set is shifted to min z = 0 (config
-``evaluate.shiftZ = "min"``; z has no absolute origin in an orthographic fit).
+  (``bbox``, the standard AFLW2000-3D normaliser); 3D after aligning each set to min z = 0
+  (``shiftZ = "min"``: z has no absolute origin in an orthographic fit);
+* dense: all vertices, same normaliser and z alignment; needs the same vertex count (same
+  UV layout), else ``None``;
+* reconstruction: rigid ICP of the predicted vertices onto the ground-truth vertices
+  (point-to-plane, target normals from the ground-truth triangles when it has them), then
+  the mean distance from each aligned predicted vertex to the nearest ground-truth vertex,
+  in 3D and in the image plane (x, y: the nearest point in the plane), / the outer
+  interocular distance (landmarks 36 and 45, 0-based) of the ground truth.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import cKDTree
 
+from prnet_keras.evaluate.icp import mesh_normals
+from prnet_keras.evaluate.metrics import alignment_nme, normalizer, reconstruction_nme
 from prnet_keras.server.meshes import Mesh
 
 EVALUATION_TYPES = ["sparse 2D", "sparse 3D", "dense 2D", "dense 3D", "reconstruction 2D", "reconstruction 3D"]
 
 
-def _shift_z(points: np.ndarray) -> np.ndarray:
-    out = np.asarray(points, np.float64).copy()
-    out[:, 2] -= out[:, 2].min()
-    return out
+def evaluate_meshes(gt: Mesh, pred: Mesh, icp_backend: str = "open3d", icp_method: str = "point_to_plane",
+                    gt_normals: np.ndarray | None = None) -> list[float | None]:
+    """The six numbers (see module doc) for one ground-truth / prediction pair; None where not scorable.
 
-
-def _nme(pred: np.ndarray, gt: np.ndarray, dims: int, norm: float) -> float:
-    if dims == 3:
-        pred, gt = _shift_z(pred), _shift_z(gt)
-    err = np.linalg.norm(np.asarray(pred, np.float64)[:, :dims] - np.asarray(gt, np.float64)[:, :dims], axis=1)
-    return float(100.0 * err.mean() / norm)
-
-
-def box_normaliser(gt_keypoints: np.ndarray) -> float:
-    """sqrt(w·h) of the 2D box of the ground-truth 68 landmarks (pixels, >= 1e-6)."""
-    k = np.asarray(gt_keypoints, np.float64)[:, :2]
-    w, h = k.max(0) - k.min(0)
-    return float(max(np.sqrt(max(w, 0.0) * max(h, 0.0)), 1e-6))
-
-
-def _reconstruction(gt: Mesh, pred: Mesh, icp_backend: str) -> tuple[float, float]:
-    """(2D, 3D) mean nearest-point distance after rigid ICP / outer interocular distance, in %."""
-    from prnet_keras.evaluate.icp import icp
-
-    dst = _shift_z(gt.vertices)
-    src = _shift_z(pred.vertices)
-    result = icp(src, dst, backend=icp_backend)
-    moved = result.apply(src)
-    _, nearest = cKDTree(dst).query(moved, k=1)
-    diff = moved - dst[nearest]
-    kp = gt.keypoints
-    iod = float(max(np.linalg.norm(kp[36] - kp[45]), 1e-6))
-    return (
-        float(100.0 * np.linalg.norm(diff[:, :2], axis=1).mean() / iod),
-        float(100.0 * np.linalg.norm(diff, axis=1).mean() / iod),
-    )
-
-
-def evaluate_meshes(gt: Mesh, pred: Mesh, icp_backend: str = "scipy") -> list[float | None]:
-    """The six numbers (see module doc) for one ground-truth / prediction pair."""
-    norm = box_normaliser(gt.keypoints)
-    values: list[float | None] = [
-        _nme(pred.keypoints, gt.keypoints, 2, norm),
-        _nme(pred.keypoints, gt.keypoints, 3, norm),
-    ]
+    icp_backend / icp_method: as ``prnet-evaluate --icp / --icp-method`` (the caller makes
+    sure the backend is importable); gt_normals (N, 3): target normals for point-to-plane
+    ICP (default: from the ground-truth triangles, else estimated from neighbours).
+    """
+    gt_kpt = np.asarray(gt.keypoints, np.float64)[None]
+    pred_kpt = np.asarray(pred.keypoints, np.float64)[None]
+    norm = normalizer("bbox", gt_kpt)
+    values = [float(v[0]) for v in alignment_nme(pred_kpt, gt_kpt, norm, "min")]
     if len(pred.vertices) == len(gt.vertices):
-        values += [_nme(pred.vertices, gt.vertices, 2, norm), _nme(pred.vertices, gt.vertices, 3, norm)]
+        values += [float(v[0]) for v in alignment_nme(pred.vertices[None], gt.vertices[None], norm, "min")]
     else:
-        values += [None, None]
-    values += list(_reconstruction(gt, pred, icp_backend))
+        values += [np.nan, np.nan]
+    if gt_normals is None and icp_method == "point_to_plane" and len(gt.triangles):
+        gt_normals = mesh_normals(gt.vertices, gt.triangles)
+    rnorm = float(normalizer("interocular", gt_kpt)[0])
+    values += list(reconstruction_nme(pred.vertices, gt.vertices, rnorm, gt_normals, icp_backend, icp_method))
     return [None if v is None or not np.isfinite(v) else round(float(v), 6) for v in values]

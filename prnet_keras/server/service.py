@@ -1,6 +1,6 @@
 """What the routes call: reconstruction, ground truth from fits, meshes, metrics.
 
-The :class:`Engine` wraps a predictor (``prnet_keras.inference.Predictor`` or anything
+The :class:`FaceService` wraps a predictor (``prnet_keras.inference.Predictor`` or anything
 with ``predict(image, boxes=None, landmarks=None, detector=...) -> list[Face]`` and a
 ``layout``) and, lazily, the morphable model that turns a 300W-LP / AFLW2000-3D fit
 ``.mat`` into a ground-truth mesh. All methods are synchronous and run on the inference
@@ -50,22 +50,33 @@ def fit_landmarks(mat: dict, field: str) -> np.ndarray | None:
     return None
 
 
-class Engine:
-    """Predictor + UV layout + (lazy) morphable model.
+class FaceService:
+    """Predictor + UV layout + (lazy) morphable model: what one server instance serves.
 
     morphable: spec for ``geometry.load_morphable_model`` ("synthetic", a BFM ``.mat`` or a
     folder) used by /extract and /evaluate to turn fits into ground truth; it must be the
-    model the network's UV layout was made from. icp_backend: "scipy" | "open3d" | "simpleicp".
+    model the network's UV layout was made from. crop_config: the crop rules of that ground
+    truth (``geometry.CropConfig``; None: the predictor's). icp_backend, icp_method: the
+    ICP of /evaluate's reconstruction numbers, as ``prnet-evaluate --icp / --icp-method``
+    (the defaults are the packaged ``evaluate`` section's; open3d falls back to scipy when
+    it cannot be imported).
     """
 
     def __init__(self, predictor: Any, layout: Any = None, morphable: Any = "synthetic", detector: str | None = None,
-                 icp_backend: str = "scipy") -> None:
+                 icp_backend: str = "open3d", icp_method: str = "point_to_plane", crop_config: Any = None) -> None:
+        from prnet_keras.evaluate.icp import usable_backend
+        from prnet_keras.geometry import CropConfig
+
         self.predictor = predictor
         self.layout = layout if layout is not None else getattr(predictor, "layout", None)
         if self.layout is None:
             raise PRNetError("server: the predictor has no UV layout; pass one")
         self.detector = detector
-        self.icp_backend = icp_backend
+        self.icp_backend = usable_backend(icp_backend)
+        self.icp_method = icp_method
+        if crop_config is None:
+            crop_config = getattr(predictor, "crop_config", None)
+        self.crop_config = CropConfig.coerce(crop_config)
         self._morphable_spec = morphable
         self._morphable = None if isinstance(morphable, (str, type(None))) else morphable
         self._lock = threading.Lock()
@@ -106,7 +117,7 @@ class Engine:
         if missing:
             raise ApiError(422, "invalid_mat", f"{field}: fit .mat lacks {', '.join(missing)}", field)
         try:
-            return make_ground_truth(self.morphable, self.layout, image, mat)
+            return make_ground_truth(self.morphable, self.layout, image, mat, crop_config=self.crop_config)
         except PRNetError as exc:
             raise ApiError(422, "invalid_mat", f"{field}: {exc}", field) from None
         except (ValueError, IndexError, TypeError) as exc:  # malformed arrays deep in the fit maths
@@ -140,20 +151,30 @@ class Engine:
         from prnet_keras.server.scoring import evaluate_meshes
 
         try:
-            return evaluate_meshes(gt, pred, self.icp_backend)
+            return evaluate_meshes(gt, pred, self.icp_backend, self.icp_method)
         except PRNetError as exc:
             raise ApiError(422, "invalid_mat", f"evaluation: {exc}", None) from None
 
     def info(self) -> dict[str, Any]:
+        """What GET /v1/info reports about the model side: UV layout, detection settings as the
+        predictor holds them, the crop rules, the morphable model and the ICP."""
         lay = self.layout
+        p = self.predictor
+        detector = self.detector or getattr(p, "detector", None)
         return {
             "uv_layout": {
                 "resolution": int(lay.resolution), "n_vertices": int(lay.n_vertices),
                 "n_triangles": int(len(lay.triangles)), "hash": lay.hash(), "source": str(lay.source),
             },
-            "detector": self.detector,
+            "detector": detector if isinstance(detector, str) or detector is None else "custom",
+            "inference": {
+                "detector": detector if isinstance(detector, str) or detector is None else "custom",
+                "min_confidence": getattr(p, "min_confidence", None), "min_face_size": getattr(p, "min_face_size", None),
+            },
+            "crop": self.crop_config.to_dict(),
             "morphable_model": self._morphable_spec if isinstance(self._morphable_spec, str) else "custom",
             "icp_backend": self.icp_backend,
+            "icp_method": self.icp_method,
         }
 
 

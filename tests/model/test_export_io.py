@@ -130,7 +130,12 @@ def test_load_network_rejects_non_position_map_keras_model(tmp_path, tiny_layout
 
 
 def test_export_cli(keras_file, tiny_layout, tmp_path, capsys):
-    from prnet_keras.model.export import main
+    """prnet-export (cli/export.py): the console script's code path, and its format list is the library's."""
+    from prnet_keras.cli.export import FORMATS as CLI_FORMATS
+    from prnet_keras.cli.export import main
+    from prnet_keras.model.export import FORMATS
+
+    assert CLI_FORMATS == FORMATS
 
     layout_path = tmp_path / "layout.npz"
     tiny_layout.save(layout_path)

@@ -182,7 +182,7 @@ def test_requests_never_write_files(client, helpers, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     big = helpers.image_bytes(1000, 1000, fmt="PNG")  # > 1 MB: Starlette would spool this to disk
     assert len(big) > 1_000_000
-    with TestClient(create_app(client.app.state.engine.predictor, helpers.make_settings(max_request_bytes=5_000_000, max_image_pixels=2_000_000))) as c:
+    with TestClient(create_app(client.app.state.service.predictor, helpers.make_settings(max_request_bytes=5_000_000, max_image_pixels=2_000_000))) as c:
         r = c.post("/v1/reconstruct", files={"image": ("big.png", big)}, data={"outputs": "landmarks,mesh_obj,mesh_ply"})
     assert r.status_code == 200
     assert os.listdir(tmp_path) == []
@@ -196,9 +196,9 @@ def test_settings_validation():
     with pytest.raises(InputError, match="workers"):
         ServerSettings(workers=0)
     with pytest.raises(InputError, match="unknown keys"):
-        ServerSettings.from_config({"server": {"max_faces": 3}}, api_key_env=None)
+        ServerSettings.from_config({"max_faces": 3}, api_key_env=None)
     s = ServerSettings.from_config(api_key_env=None, port=1234)
-    assert s.port == 1234 and s.max_faces_per_image == 16  # packaged defaults, "server"
+    assert s.port == 1234 and s.max_faces_per_image == 16  # the packaged "server" section
 
 
 def test_serve_cli_bad_flag_fails_fast(capsys):
@@ -210,7 +210,7 @@ def test_serve_cli_bad_flag_fails_fast(capsys):
 
 
 def test_render_json_is_plain_and_nan_safe():
-    from prnet_keras.server.app import render_json
+    from prnet_keras.server.responses import render_json
 
     assert render_json({"b": np.float32(1.5), "c": np.arange(3), "d": [np.int64(2)]}) == b'{"b":1.5,"c":[0,1,2],"d":[2]}'
     assert render_json({"a": float("nan"), "e": [np.float64("inf"), 1.0]}) == b'{"a":null,"e":[null,1.0]}'
