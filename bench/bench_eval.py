@@ -21,6 +21,7 @@ Usage: python bench/bench_eval.py [--count 2000] [--batch 16] [--icp open3d|scip
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -124,14 +125,13 @@ def main() -> int:
     args = ap.parse_args()
 
     from prnet_keras.data.gt import GroundTruthMaker
-    from prnet_keras.evaluate.icp import default_backend
-    from prnet_keras.evaluate.runner import Settings, build_summary, score_batch
+    from prnet_keras.evaluate.runner import build_summary, make_settings, score_batch
 
     env = environment()
     print("machine:", {k: env[k] for k in ("processor", "cpu_count", "affinity", "load_average_1min", "platform")})
     print("versions:", {k: env[k] for k in ("python", "numpy", "scipy", "open3d")})
     model, layout, source = model_and_layout(args.bfm)
-    settings = Settings(icp=args.icp or default_backend()).validate()
+    settings = make_settings(icp=args.icp)  # default open3d (scipy when open3d is missing), as prnet-evaluate
     print(f"ground truth: {source}; {layout.n_vertices} face points; ICP {settings.icp} {settings.icp_method}")
     maker = GroundTruthMaker(model, layout)
     rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def main() -> int:
     gt, pred = make_batch(maker, model, layout, rng, args.count, args.batch)
     for group in (("sparse_2d", "sparse_3d"), ("dense_2d", "dense_3d"), ("reconstruction_2d", "reconstruction_3d")):
         t = time.perf_counter()
-        score_batch(gt, pred, layout, Settings(metrics=group, icp=settings.icp).validate())
+        score_batch(gt, pred, layout, dataclasses.replace(settings, metrics=group))
         per_metric_seconds["+".join(group)] = (time.perf_counter() - t) / args.batch
     summary = build_summary(rows, settings, {"model": "synthetic perturbation", "data": source, "layout": layout.hash()},
                             args.count)

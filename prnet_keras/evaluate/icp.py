@@ -61,10 +61,6 @@ def available_backends() -> list[str]:
     return out
 
 
-def default_backend() -> str:
-    return "open3d" if "open3d" in available_backends() else "scipy"
-
-
 def usable_backend(name: str) -> str:
     """``name``, except open3d when it cannot be imported here: scipy (scoring must work without open3d)."""
     if name == "open3d" and "open3d" not in available_backends():
