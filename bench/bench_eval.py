@@ -156,7 +156,8 @@ def main() -> int:
         t = time.perf_counter()
         score_batch(gt, pred, layout, dataclasses.replace(settings, metrics=group))
         per_metric_seconds["+".join(group)] = (time.perf_counter() - t) / args.batch
-    summary = build_summary(rows, settings, {"model": "synthetic perturbation", "data": source, "layout": layout.hash()},
+    summary = build_summary(rows, settings,
+                            {"model": "synthetic perturbation", "data": source, "layout": layout.hash()},
                             args.count)
     inference = {"skipped": True} if args.no_inference else time_inference(args.inference_images, args.batch)
     result = {

@@ -99,7 +99,7 @@ def keras_pipeline(paths: list[Path], batch: int, workers: int, epochs: int, mul
         t = time.perf_counter()
         n = 0
         adapter.on_epoch_begin()
-        for x, y in adapter.get_numpy_iterator():
+        for x, _ in adapter.get_numpy_iterator():
             n += len(x)
         adapter.on_epoch_end()
         dt = time.perf_counter() - t
@@ -137,7 +137,8 @@ def main() -> int:
             print(f"{label}: {single['file_bytes_per_sample'] / 1e3:.0f} kB/sample; one core: read "
                   f"{single['read_ms']:.2f} ms/sample, augment {single['augment_ms']:.2f} ms/sample; "
                   f"{args.workers} worker threads: {threads['samples_per_s']:.0f} samples/s"
-                  + ("" if procs is None else f"; {args.workers} worker processes: {procs['samples_per_s']:.0f} samples/s"))
+                  + ("" if procs is None
+                     else f"; {args.workers} worker processes: {procs['samples_per_s']:.0f} samples/s"))
     best_label = max(results, key=lambda k: results[k]["threads"]["samples_per_s"])
     best = results[best_label]["threads"]["samples_per_s"]
     env["load_average_1m_after"] = os.getloadavg()[0]

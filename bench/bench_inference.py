@@ -4,16 +4,16 @@ Stages per image (median over --repeats iterations of the whole pipeline):
 detect (MTCNN with the defaults: min face 40 px, confidence 0.9), crop (warp to 256²),
 network (batch 1, batch norm folded and run by the inference engine as Predictor runs it:
 ``--engine`` auto = OpenVINO when installed, see ``model.engines``; the Keras forward is timed
-too for comparison; resfcn256 and light, untrained weights: timing only), post-processing (mesh, 68 landmarks, colours, visibility, pose,
-depth image, UV texture with visibility mask) and writing the mesh and files (coloured OBJ,
-landmarks .txt/.npy, pose JSON, depth PNG/.npy, textured OBJ + MTL + texture PNG) as one
-stage, ``outputs``, as ``write_face_outputs`` runs them (overlapped on two threads); the
-same work is also timed split into post-processing and writing. All eight writers (adding
-PLY, MAT, UV map) are timed separately. Post-processing and writing run on a *realistic* position map (a
-ground-truth map of a posed face: the untrained network's flat output would make the
-mesh degenerate and the rasteriser trivially fast). Scene: an AFLW2000-3D photo with the
-official UV layout and the mean BFM when the reference data is present, else a synthetic
-sample with the synthetic model's layout.
+too for comparison; resfcn256 and light, untrained weights: timing only), post-processing (mesh,
+68 landmarks, colours, visibility, pose, depth image, UV texture with visibility mask) and
+writing the mesh and files (coloured OBJ, landmarks .txt/.npy, pose JSON, depth PNG/.npy,
+textured OBJ + MTL + texture PNG) as one stage, ``outputs``, as ``write_face_outputs`` runs
+them (overlapped on two threads); the same work is also timed split into post-processing and
+writing. All eight writers (adding PLY, MAT, UV map) are timed separately. Post-processing and
+writing run on a *realistic* position map (a ground-truth map of a posed face: the untrained
+network's flat output would make the mesh degenerate and the rasteriser trivially fast).
+Scene: an AFLW2000-3D photo with the official UV layout and the mean BFM when the reference
+data is present, else a synthetic sample with the synthetic model's layout.
 
 Wall-clock medians are the figures; process CPU time per stage (all threads summed) is
 recorded too, as the machine is shared and wall time inflates with its load (the load
@@ -226,7 +226,8 @@ def network_only(args: argparse.Namespace, engine: str) -> int:
                     seconds = statistics.median(time_network(forward, batch, args.repeats))
                     rows.append({"model": name, "policy": policy, "engine": used, "batch": batch,
                                  "ms": round(1000 * seconds, 2), "images_per_s": round(batch / seconds, 1)})
-                    print(f"{name} {policy} ({used}) batch {batch}: {rows[-1]['ms']} ms = {rows[-1]['images_per_s']} images/s")
+                    print(f"{name} {policy} ({used}) batch {batch}: {rows[-1]['ms']} ms = "
+                          f"{rows[-1]['images_per_s']} images/s")
         finally:
             keras.config.set_dtype_policy("float32")
     out = ROOT / "bench" / "results" / "inference_network.json"
@@ -275,7 +276,8 @@ def main() -> int:
             forward, used = keras_forward(folded, engine)
             network = Network(name, "keras", sc["layout"], forward, 256, model, args.batch, used)
             stages = pipeline(sc, network, args.repeats, Path(tmp))
-            per_image = {k: median_ms(v) for k, v in stages.items() if k != "faces_detected" and not k.startswith("cpu_")}
+            per_image = {k: median_ms(v) for k, v in stages.items()
+                         if k != "faces_detected" and not k.startswith("cpu_")}
             cpu_ms = {k[4:]: median_ms(v) for k, v in stages.items() if k.startswith("cpu_")}
             batch_s = time_network(network.predict, args.batch, max(3, args.repeats // 3))
             ips = round(args.batch / statistics.median(batch_s), 1)

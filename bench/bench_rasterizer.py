@@ -6,8 +6,8 @@ BFM-sized procedural grid. Each iteration renders a different posed face (crop-f
 vertices), as dataset generation does.
 
 Reported: ``ms_per_map`` = median CPU time (of the one pinned thread) of ``render_uv_map``
-in steady state (cached UV render plan, the path every GT generator takes), plus the direct rasteriser (``cache=False``), the
-one-off plan build, and the image-space renders used per inference image (depth,
+in steady state (cached UV render plan, the path every GT generator takes), plus the direct
+rasteriser (``cache=False``), the one-off plan build, and the image-space renders used per inference image (depth,
 visibility, shading at 450²). Writes bench/results/rasterizer.json; the last line printed
 is ``rasterizer ms_per_map=<median>``.
 

@@ -7,9 +7,10 @@ Each client loops POST /v1/reconstruct (multipart JPEG, 320x240, one given face 
 landmarks + pose) until the deadline, so every request runs exactly one network pass plus
 post-processing. The server runs with ``--workers 8 --batch-window-ms 5 --queue-size <clients>``
 (eight request threads whose network calls are micro-batched together): the pool admits every
-client, so a 503 here means a bug and is counted as an error (503s are also reported separately). Latency is client-side (queueing included); ``service_ms_p50`` is the
-server's own decode + network + post-processing time per request. Peak memory is the
-server process's peak RSS, sampled every 100 ms.
+client, so a 503 here means a bug and is counted as an error (503s are also reported
+separately). Latency is client-side (queueing included); ``service_ms_p50`` is the server's
+own decode + network + post-processing time per request. Peak memory is the server
+process's peak RSS, sampled every 100 ms.
 Writes bench/results/server.json; the last line is ``server rps=<v> p99_ms=<v> errors=<n>``.
 """
 
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         lock = threading.Lock()
         t0 = time.monotonic()
         deadline = t0 + args.duration
-        threads = [threading.Thread(target=client_loop, args=(base, image, deadline, record, lock)) for _ in range(args.clients)]
+        threads = [threading.Thread(target=client_loop,
+                                    args=(base, image, deadline, record, lock)) for _ in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = int(len(status) - ok)
     result = {
         "benchmark": "server", "model": args.model, "clients": args.clients, "duration_s": round(elapsed, 2),
-        "workers": args.workers, "queue_size": args.clients, "batch_window_ms": args.batch_window_ms, "request": "POST /v1/reconstruct multipart 320x240 JPEG, 1 box, landmarks+pose",
+        "workers": args.workers, "queue_size": args.clients, "batch_window_ms": args.batch_window_ms,
+        "request": "POST /v1/reconstruct multipart 320x240 JPEG, 1 box, landmarks+pose",
         "requests": int(len(status)), "ok": ok, "errors": errors, "http_503": busy,
         "rps": round(ok / elapsed, 2),
         "latency_ms": {"p50": round(float(np.percentile(lat_ok, 50)), 1) if ok else None,

@@ -85,7 +85,8 @@ def main() -> int:
     print("versions:", {k: env[k] for k in ("python", "numpy", "scipy", "opencv", "numba")})
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     try:
-        generate_dataset(tmp / "warm", layout="aflw2000", count=2, seed=args.seed, bfm=args.bfm)  # numba JIT, model cache
+        generate_dataset(tmp / "warm", layout="aflw2000", count=2, seed=args.seed,
+                         bfm=args.bfm)  # numba JIT, model cache
         t0 = time.perf_counter()
         paths = generate_dataset(tmp / "timed", layout="aflw2000", count=args.count, seed=args.seed, bfm=args.bfm,
                                  workers=args.workers)

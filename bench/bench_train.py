@@ -66,7 +66,8 @@ def environment(backend: str) -> dict:
         versions[module] = __import__(module).__version__
     gpu_info = None
     try:
-        gpu_info = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+        gpu_info = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                   "--format=csv,noheader"],
                                   capture_output=True, text=True, timeout=20).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
@@ -151,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (128 if gpu else 16)
     steps = args.steps or (20 if gpu else 3)
     print(f"backend {backend}  keras {env['versions']['keras']}  {env['versions']}")
-    print(f"machine {env['platform']}  cpus {env['affinity']}/{env['cpu_count']}  accelerators {env['accelerators'] or 'none'}"
-          f"  load {env['loadavg_1_5_15']}")
+    print(f"machine {env['platform']}  cpus {env['affinity']}/{env['cpu_count']}"
+          f"  accelerators {env['accelerators'] or 'none'}  load {env['loadavg_1_5_15']}")
     print(f"batch {batch}  steps {steps}  warmup {args.warmup}")
     settings = [s for s in args.settings.split(",") if s]
     unknown = [s for s in settings if s not in SETTINGS]
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(final: bool) -> dict | None:
         """Write the JSON (after every row too, so an interrupted run keeps what it measured)."""
-        head = next((r for r in rows if r["model"] == "resfcn256" and r["setting"] == "fp32" and r["status"] == "ok"), None)
+        head = next((r for r in rows if r["model"] == "resfcn256" and r["setting"] == "fp32" and r["status"] == "ok"),
+                    None)
         env["loadavg_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
         write_json(args.out, {"benchmark": "train", "complete": final, "environment": env, "batch": batch,
                               "steps": steps, "warmup": args.warmup, "results": rows,
@@ -177,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             save(final=False)
             if row["status"] == "ok":
-                print(f"{model_name:10s} {setting:9s} {row['images_per_s']:9.2f} images/s  {row['step_ms']:9.1f} ms/step"
+                print(f"{model_name:10s} {setting:9s} {row['images_per_s']:9.2f} images/s"
+                      f"  {row['step_ms']:9.1f} ms/step"
                       f"  (warm-up {row['warmup_s']:.1f} s, cpu {row['cpu_s_per_step']:.2f} s/step)", flush=True)
             else:
                 print(f"{model_name:10s} {setting:9s} {row['status']}: {row['reason']}", flush=True)

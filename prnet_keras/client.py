@@ -31,7 +31,8 @@ class PRNetClient:
     """Thin httpx client of both APIs (native ``/v1`` and the PRNet-keras compatible one);
     errors raise :class:`ServerError`."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:20000", api_key: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str = "http://127.0.0.1:20000", api_key: str | None = None,
+                 timeout: float = 120.0) -> None:
         import httpx
 
         headers = {"X-API-Key": api_key} if api_key else {}
@@ -53,7 +54,8 @@ class PRNetClient:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ServerError(f"{self.base_url}{path}: cannot reach the server ({exc.__class__.__name__}: {exc})") from None
+            raise ServerError(f"{self.base_url}{path}: cannot reach the server "
+                              f"({exc.__class__.__name__}: {exc})") from None
         try:
             body = resp.json()
         except ValueError:
@@ -79,13 +81,15 @@ class PRNetClient:
         return self._call("POST", "/v1/reconstruct", files={"image": (filename, image)}, data=data)
 
     # ---- PRNet-keras compatible ------------------------------------------------------------------
-    def predict(self, images: Sequence[bytes], mats: Sequence[Sequence[bytes]] | None = None, mat_type: str = "normal") -> dict:
+    def predict(self, images: Sequence[bytes], mats: Sequence[Sequence[bytes]] | None = None,
+                mat_type: str = "normal") -> dict:
         return self._call("POST", "/predict", json=self._image_mats(images, mats, mat_type))
 
     def extract(self, images: Sequence[bytes], mats: Sequence[Sequence[bytes]], mat_type: str = "normal") -> dict:
         return self._call("POST", "/extract", json=self._image_mats(images, mats, mat_type))
 
-    def evaluate(self, images: Sequence[bytes], org_mats: Sequence[Sequence[bytes]], predicted: Sequence[Sequence[str]]) -> dict:
+    def evaluate(self, images: Sequence[bytes], org_mats: Sequence[Sequence[bytes]],
+                 predicted: Sequence[Sequence[str]]) -> dict:
         """``predicted``: the base64 ``rawMesh`` strings as /predict returned them."""
         items = [{"rawImage": _b64(im), "rawOrgMats": [_b64(m) for m in orgs], "rawPredictMats": list(preds)}
                  for im, orgs, preds in zip(images, org_mats, predicted)]

@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mattype", choices=("normal", "dotnet"), default="normal", help="compatible API mesh layout")
     p.add_argument("--outputs", default="landmarks,pose,mesh_obj,mesh_ply", help="native API outputs (comma-separated)")
     p.add_argument("--out", default=None, help="folder for the returned meshes (.mat / .obj / .ply) and JSON")
-    p.add_argument("--no-evaluate", action="store_true", help="compatible API: skip /evaluate even when a .mat is present")
+    p.add_argument("--no-evaluate", action="store_true",
+                   help="compatible API: skip /evaluate even when a .mat is present")
     p.add_argument("--api-key-env", default="PRNET_API_KEY",
                    help="environment variable holding the API key (unset or empty: no key sent)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -88,7 +89,8 @@ def _run_compat(client: PRNetClient, path: Path, args: argparse.Namespace, out: 
     if mats and faces and not args.no_evaluate:
         ev = client.evaluate([image], [mats[:1]], [[faces[0]["rawMesh"]]])
         values = ev["evaluationDataList"][0]["imageEvalValues"][0]["evalValues"]
-        pairs = ", ".join(f"{n} {('%.3f' % v) if v is not None else 'n/a'}" for n, v in zip(ev["evaluationTypes"], values))
+        pairs = ", ".join(f"{n} {('%.3f' % v) if v is not None else 'n/a'}"
+                          for n, v in zip(ev["evaluationTypes"], values))
         print(f"  NME % vs {mat_path.name}: {pairs}")
 
 
@@ -100,7 +102,8 @@ def _run_native(client: PRNetClient, path: Path, args: argparse.Namespace, out: 
         k = face["index"]
         pose = face.get("pose")
         if pose:
-            print(f"  face {k}: pitch {pose['pitch_deg']:.1f}°, yaw {pose['yaw_deg']:.1f}°, roll {pose['roll_deg']:.1f}°")
+            print(f"  face {k}: pitch {pose['pitch_deg']:.1f}°, yaw {pose['yaw_deg']:.1f}°, "
+                  f"roll {pose['roll_deg']:.1f}°")
         mesh = face.get("mesh", {})
         for key, ext in (("obj", "obj"), ("ply", "ply"), ("mat", "mat")):
             if key in mesh:

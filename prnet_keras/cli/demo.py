@@ -27,7 +27,9 @@ from prnet_keras.errors import PRNetError
 def stage_model(out: Path, seed: int) -> None:
     import cv2
 
-    from prnet_keras.geometry import UVLayout, make_pose_para, pose_vertices, render_shaded, render_uv_map, uv_pixel_coords
+    from prnet_keras.geometry import (
+        UVLayout, make_pose_para, pose_vertices, render_shaded, render_uv_map, uv_pixel_coords,
+    )
     from prnet_keras.geometry.synthetic import build_synthetic_model
 
     model = build_synthetic_model(seed=seed)
@@ -44,8 +46,10 @@ def stage_model(out: Path, seed: int) -> None:
     m = layout.face_mask
     uv_vis[m] = (uv[m] - uv[m].min(0)) / np.maximum(np.ptp(uv[m], 0), 1e-6)
     (out / "model").mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out / "model" / "synthetic_face.png"), cv2.cvtColor((img * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(out / "model" / "uv_position_map.png"), cv2.cvtColor((uv_vis * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(out / "model" / "synthetic_face.png"),
+                cv2.cvtColor((img * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(out / "model" / "uv_position_map.png"),
+                cv2.cvtColor((uv_vis * 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
     print(f"synthetic model: {model.n_vertices} vertices, {model.all_triangles.shape[0]} triangles; "
           f"UV layout {layout.hash()} with {layout.n_vertices} face pixels")
     print(f"wrote {out / 'model' / 'synthetic_face.png'} and {out / 'model' / 'uv_position_map.png'}")

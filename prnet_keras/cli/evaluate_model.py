@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_summary(summary: dict) -> None:
     for name, s in summary["metrics"].items():
         bm, ma = s["balanced_mean"], s["mean_all"]
-        fmt = (lambda x: "-" if x is None else f"{x:.3f}")
+
+        def fmt(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
         print(f"{name:18s} mean {fmt(bm)} %  all {fmt(ma)} %  median {fmt(s['median'])} %  n={s['count']}")
     if summary.get("failed"):
         print(f"{len(summary['failed'])} image(s) not scored (listed in summary.json and per_image.csv)")

@@ -16,17 +16,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from prnet_keras.cli import run_cli
+from prnet_keras.cli import cli_parser, run_cli
 from prnet_keras.errors import InputError
 
-FORMATS = ("keras", "saved_model", "tflite_float16", "tflite_int8", "onnx")  # model.export.FORMATS (no keras import here)
+# model.export.FORMATS, spelt here so that --help does not import Keras (a test keeps them equal)
+FORMATS = ("keras", "saved_model", "tflite_float16", "tflite_int8", "onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prnet-export", description="Convert a PRNet network to another format.")
+    p = cli_parser("Convert a PRNet network to another format (TF Serving, TFLite, ONNX, .keras).")
     p.add_argument("model", help=".keras file or official TF1 checkpoint prefix")
     p.add_argument("out", help="output path (suffix added when missing)")
-    p.add_argument("--format", default="saved_model", choices=FORMATS)
+    p.add_argument("--format", default="saved_model", choices=FORMATS, help="output format")
     p.add_argument("--uv-data", default=None, help="uv-data folder or uv_layout.npz to write beside the output")
     return p
 

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")
-    p.add_argument("--model", type=Path, required=True, help=".keras file, SavedModel folder or official checkpoint prefix")
+    p.add_argument("--model", type=Path, required=True,
+                   help=".keras file, SavedModel folder or official checkpoint prefix")
     p.add_argument("--uv-data", type=Path, default=None,
                    help="UV layout: official uv-data folder or .npz (default: found beside the model)")
     p.add_argument("--output", type=Path, default=Path("output"), help="output folder")

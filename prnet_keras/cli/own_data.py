@@ -52,8 +52,10 @@ def _fit_parser() -> argparse.ArgumentParser:
     p.add_argument("--contour", default="auto", choices=["auto", "on", "off"],
                    help="move far-side jaw landmarks along the jaw line (auto: on for pt2d and pts, the 300-W "
                         "style outlines)")
-    p.add_argument("--n-shape", type=int, default=None, help="identity components fitted (default: 60, at most the model's)")
-    p.add_argument("--n-exp", type=int, default=None, help="expression components fitted (default: 29, at most the model's)")
+    p.add_argument("--n-shape", type=int, default=None,
+                   help="identity components fitted (default: 60, at most the model's)")
+    p.add_argument("--n-exp", type=int, default=None,
+                   help="expression components fitted (default: 29, at most the model's)")
     p.add_argument("--iters", type=int, default=4, help="alternations of camera / expression / identity steps")
     p.add_argument("--reg-shape", type=float, default=DEFAULT_REG_SHAPE, help="identity prior weight")
     p.add_argument("--reg-exp", type=float, default=DEFAULT_REG_EXP, help="expression prior weight")

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="model: .keras file, SavedModel folder or official checkpoint prefix; "
                         "'untrained:light' / 'untrained:resfcn256' for random weights (testing only)")
-    p.add_argument("--uv-data", default=None, help="UV layout: official uv-data folder or .npz (default: beside the model)")
+    p.add_argument("--uv-data", default=None,
+                   help="UV layout: official uv-data folder or .npz (default: beside the model)")
     p.add_argument("--bfm", default="synthetic",
                    help="morphable model the UV layout came from (for /extract and /evaluate with fit .mat files)")
     p.add_argument("--detector", default=None, choices=("mtcnn", "opencv", "dlib"),

@@ -103,7 +103,8 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
         "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
         "crop_format": crop_format if store == "crops" else "", "seed": int(seed), "jpeg_quality": int(jpeg_quality),
-        "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
+        "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit,
+        "n_refs": n_refs,
         "commit_every": int(commit_every), "crop_config": CropConfig.coerce(crop_config).to_dict(),
     }
 
@@ -138,7 +139,8 @@ def _prepare_partial(partial: Path, settings: dict, resume: bool, overwrite: boo
                                  "use --overwrite to start again")
             return
         if not overwrite:
-            raise InputError(f"{partial}: an unfinished build exists; pass --resume to continue or --overwrite to restart")
+            raise InputError(f"{partial}: an unfinished build exists; pass --resume to continue or --overwrite "
+                             "to restart")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     atomic_write_text(partial / SETTINGS_FILE, json.dumps(settings, indent=2))

@@ -143,8 +143,8 @@ def check_fits_match_model(source: str | Path, refs: Sequence[Any], model: Morph
     # A single odd sample is the build's to skip; most samples not fitting is the wrong model.
     if wrong_sizes and len(wrong_sizes) * 2 > checked:
         raise InputError(
-            f"{source}: the fits' Shape_Para/Exp_Para do not have the {model.n_shape}/{model.n_exp} coefficients of the "
-            f"morphable model --bfm {bfm} ({model.name!r}): {wrong_sizes[0]}; {BFM_HINT}")
+            f"{source}: the fits' Shape_Para/Exp_Para do not have the {model.n_shape}/{model.n_exp} coefficients "
+            f"of the morphable model --bfm {bfm} ({model.name!r}): {wrong_sizes[0]}; {BFM_HINT}")
     if not errors:
         return
     median = float(np.median(errors))

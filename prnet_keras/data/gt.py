@@ -20,7 +20,8 @@ from prnet_keras import RESOLUTION
 from prnet_keras.data.sources import Fit, parse_fit
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import (
-    CropConfig, MorphableModel, UVLayout, crop_transform, parse_pose_para, pose_vertices, training_crop, transform_scale,
+    CropConfig, MorphableModel, UVLayout, crop_transform, parse_pose_para, pose_vertices, training_crop,
+    transform_scale,
     uv_pixel_coords,
 )
 from prnet_keras.geometry.raster import uv_render_plan

@@ -113,7 +113,8 @@ def open_checked(path: str | os.PathLike) -> h5py.File:
         raise InputError(f"{path}: not a prnet-keras position-map file (attribute 'format' != {FORMAT!r})")
     if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
         f.close()
-        raise InputError(f"{path}: format version {f.attrs['format_version']} is newer than this library ({FORMAT_VERSION})")
+        raise InputError(f"{path}: format version {f.attrs['format_version']} is newer than this library "
+                         f"({FORMAT_VERSION})")
     return f
 
 
@@ -302,7 +303,8 @@ class PositionMapDataset:
                 try:
                     model = load_morphable_model(self._attrs["model_spec"], seed=int(self._attrs.get("model_seed", 0)))
                 except InputError as exc:
-                    raise InputError(f"{self.paths[0]}: raw store needs its morphable model; pass model= ({exc})") from None
+                    raise InputError(f"{self.paths[0]}: raw store needs its morphable model; pass model= "
+                                     f"({exc})") from None
             self._maker = GroundTruthMaker(model, self._layout, self._attrs.get("crop_config") or None)
         return self._maker
 

@@ -146,7 +146,10 @@ def _row(entry: ListEntry, layout: UVLayout, settings: dict) -> dict[str, Any]:
     pose = estimate_pose_para(layout.canonical_vertices, from_image(verts, r)).reshape(7)
     compression = settings["compression"]
     if settings["crop_format"] == "jpeg":
-        stored_crop = np.frombuffer(data, np.uint8) if data[:2] == b"\xff\xd8" else encode_jpeg(crop, settings["jpeg_quality"])
+        if data[:2] == b"\xff\xd8":
+            stored_crop = np.frombuffer(data, np.uint8)
+        else:
+            stored_crop = encode_jpeg(crop, settings["jpeg_quality"])
     else:
         stored_crop = encode_chunk(crop, compression)
     return {

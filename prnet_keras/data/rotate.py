@@ -123,7 +123,8 @@ def rotate_mat(mat: dict[str, np.ndarray], angle: float, width: int, height: int
     m = rotation_matrix(angle, width, height)
     out = dict(mat)
     if "Pose_Para" in mat:
-        out["Pose_Para"] = rotate_pose_para(mat["Pose_Para"], angle, width, height).astype(np.asarray(mat["Pose_Para"]).dtype)
+        pose = rotate_pose_para(mat["Pose_Para"], angle, width, height)
+        out["Pose_Para"] = pose.astype(np.asarray(mat["Pose_Para"]).dtype)
     if "pt2d" in mat:
         out["pt2d"] = _rotate_pt2d(mat["pt2d"], m)
     if "pt3d_68" in mat:

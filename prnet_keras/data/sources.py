@@ -167,7 +167,8 @@ def list_samples(source: str | os.PathLike, layout: str = "auto") -> list[Sample
     refs.sort(key=lambda r: r.name)
     for a, b in zip(refs, refs[1:]):
         if a.name == b.name:
-            raise InputError(f"--source {source}: two images share the sample name {a.name!r} ({a.image_path}, {b.image_path})")
+            raise InputError(f"--source {source}: two images share the sample name {a.name!r} "
+                             f"({a.image_path}, {b.image_path})")
     return refs
 
 

@@ -100,7 +100,8 @@ def roi_box(kpts: np.ndarray) -> np.ndarray:
     return np.round([[c[0] - half, c[1] - half, c[0] + half, c[1] + half]]).astype(np.int16)
 
 
-def sample_mat(params: sr.FaceParams, pt2d: np.ndarray, roi: np.ndarray, pt3d: np.ndarray | None) -> dict[str, np.ndarray]:
+def sample_mat(params: sr.FaceParams, pt2d: np.ndarray, roi: np.ndarray,
+               pt3d: np.ndarray | None) -> dict[str, np.ndarray]:
     """A sample's ``.mat`` dict in the real key order: 300W-LP puts roi second; AFLW2000-3D has roi and pt3d_68 last."""
     body = {
         "Illum_Para": params.illum_para.astype(np.float64), "Color_Para": params.color_para.astype(np.float32),
@@ -116,7 +117,8 @@ def sample_mat(params: sr.FaceParams, pt2d: np.ndarray, roi: np.ndarray, pt3d: n
 
 # ---- one sample ------------------------------------------------------------------------------
 def render_sample(model: MorphableModel, rngs: list[np.random.Generator], near_frontal_fraction: float,
-                  occluder_probability: float, size: int = IMAGE_SIZE) -> tuple[np.ndarray, sr.FaceParams, np.ndarray, np.ndarray]:
+                  occluder_probability: float, size: int = IMAGE_SIZE,
+                  ) -> tuple[np.ndarray, sr.FaceParams, np.ndarray, np.ndarray]:
     """Render one face. rngs = [identity, pose, appearance, scene] generators.
 
     Returns (RGB uint8 (size, size, 3), parameters, image-frame keypoints (68, 3) float32,

@@ -123,7 +123,8 @@ def _normals(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def shade_face(model: MorphableModel, params: FaceParams, posed: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shade_face(model: MorphableModel, params: FaceParams, posed: np.ndarray,
+               size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the face: (RGB (H, W, 3) float32 in [0, 1], coverage (H, W) float32, z-buffer (H, W)).
 
     Per-vertex colour = gain·texture + offset; light = ambient + directional·max(n·l, 0)
@@ -199,7 +200,8 @@ def occlude(img: np.ndarray, kpts: np.ndarray, rng: np.random.Generator) -> str:
     elif kind == "hand":
         c = lo + rng.uniform(0.2, 0.8, 2) * (hi - lo) + [0, 0.2 * h]
         skin = tuple(float(v) for v in np.array([0.85, 0.65, 0.55]) * rng.uniform(0.5, 1.1))
-        cv2.ellipse(img, (int(c[0]), int(c[1])), (int(0.28 * w), int(0.22 * h)), float(rng.uniform(-40, 40)), 0, 360, skin, -1)
+        cv2.ellipse(img, (int(c[0]), int(c[1])), (int(0.28 * w), int(0.22 * h)), float(rng.uniform(-40, 40)), 0, 360,
+                    skin, -1)
         for i in range(4):
             fx = c[0] - 0.24 * w + i * 0.16 * w
             cv2.ellipse(img, (int(fx), int(c[1] - 0.3 * h)), (int(0.06 * w), int(0.2 * h)), 0, 0, 360, skin, -1)

@@ -81,7 +81,9 @@ def build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list,
             loaded.append((ref, img_bytes, image, fit))
         except Exception as exc:  # a bad sample never aborts a build
             skipped.append((ref.name, ref.relpath or ref.image_path, _reason(exc)))
-    now = _clock(); times["decode"] += now - clock; clock = now
+    now = _clock()
+    times["decode"] += now - clock
+    clock = now
     rows = []
     for start in range(0, len(loaded), VERTEX_GROUP):  # one GEMM per group of samples
         group = loaded[start:start + VERTEX_GROUP]
@@ -89,7 +91,9 @@ def build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list,
             verts = maker.model_vertices([g[3] for g in group])
         except Exception:
             verts = [None] * len(group)  # fall back to per-sample errors below
-        now = _clock(); times["model"] += now - clock; clock = now
+        now = _clock()
+        times["model"] += now - clock
+        clock = now
         for (ref, img_bytes, image, fit), v in zip(group, verts):
             try:
                 rows.append(_one_sample(maker, settings, ref, img_bytes, image, fit, v, times))
@@ -123,7 +127,9 @@ def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) ->
     t2 = _clock()
     row = _encode_row(ref, gt, settings, img_bytes, fit)
     t3 = _clock()
-    times["model"] += t1 - t0; times["render"] += t2 - t1; times["encode"] += t3 - t2
+    times["model"] += t1 - t0
+    times["render"] += t2 - t1
+    times["encode"] += t3 - t2
     return row
 
 

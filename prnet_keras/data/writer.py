@@ -52,7 +52,8 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout, layout_bytes: bytes | None = None) -> h5py.File:
+def create_file(path: str | os.PathLike, attrs: dict[str, Any], layout: UVLayout,
+                layout_bytes: bytes | None = None) -> h5py.File:
     """A new, empty file of the schema given by ``attrs`` (store, crop_format, compression, n_shape, n_exp).
 
     ``layout_bytes`` (= layout.to_bytes()) saves re-serialising the layout for every part file.

@@ -151,7 +151,7 @@ def _scipy_icp(
     scale = max(float(np.linalg.norm(dst.max(0) - dst.min(0))), 1e-12)
     prev = np.inf
     rmse, fitness, it = np.inf, 0.0, 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported after the loop
         moved = src @ rot.T + t
         dist, idx = tree.query(moved, distance_upper_bound=max_distance, workers=-1)
         ok = np.isfinite(dist)

@@ -144,7 +144,10 @@ def nearest_distances(query: np.ndarray, target: np.ndarray, backend: str = "ope
         except Exception:  # noqa: BLE001 - missing library or libusb
             backend = "scipy"
     if backend == "open3d":
-        pad = (lambda a: a if a.shape[1] == 3 else np.concatenate([a, np.zeros((len(a), 1))], 1))
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((len(a), 1))], 1)
+
         a = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pad(q)))
         b = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pad(t)))
         return np.asarray(a.compute_point_cloud_distance(b))

@@ -362,7 +362,8 @@ def load_runs(dirs: Sequence[str | Path]) -> dict[str, dict[str, Any]]:
 
 
 def write_outputs(out: Path, summary: dict, rows: list[dict], settings: Settings, compared: dict) -> None:
-    atomic_write_text(out / "results.md", report.markdown_table(summary, {k: v["summary"] for k, v in compared.items()}))
+    atomic_write_text(out / "results.md",
+                      report.markdown_table(summary, {k: v["summary"] for k, v in compared.items()}))
     runs = {"this run": {m: np.array([r.get(m, math.nan) for r in rows], np.float64) for m in settings.metrics}}
     runs.update({k: v["values"] for k, v in compared.items()})
     summary["plots"] = [p.name for p in report.plot_ced(out, runs, settings.metrics, settings.ced_max)]
@@ -386,7 +387,8 @@ def worst_gallery(out: Path, rows, source, predictor, layout, settings: Settings
         items.append({
             "name": name, "value": value[name], "crop": gt.crops[i],
             "gt_kpt": apply_transform(gt.kpt68[i], gt.transforms[i])[:, :2],
-            "pred_kpt": apply_transform(pred.kpt[i], gt.transforms[i])[:, :2] if np.isfinite(pred.kpt[i]).all() else None,
+            "pred_kpt": (apply_transform(pred.kpt[i], gt.transforms[i])[:, :2]
+                         if np.isfinite(pred.kpt[i]).all() else None),
         })
     return report.plot_gallery(out / f"worst_{metric}.png", items, metric)
 
@@ -403,5 +405,6 @@ def compare_only(outputdir: str | Path, runs: Sequence[str | Path]) -> dict[str,
     others = {k: loaded[k]["summary"] for k in labels[1:]}
     atomic_write_text(out / "results.md", report.markdown_table(main_summary, others))
     metrics = [m for m in report.METRICS if any(m in r["values"] for r in loaded.values())]
-    report.plot_ced(out, {k: v["values"] for k, v in loaded.items()}, metrics, float(main_summary["settings"].get("ced_max", 10.0)))
+    report.plot_ced(out, {k: v["values"] for k, v in loaded.items()}, metrics,
+                    float(main_summary["settings"].get("ced_max", 10.0)))
     return main_summary

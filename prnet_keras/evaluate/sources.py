@@ -265,7 +265,8 @@ class FolderPredictor:
                 return a[self._kidx], a
             if a.shape == (68, 3):
                 return a, None
-            raise InputError(f"{path}: expected ({r},{r},3) crop-frame map, ({n},3) or (68,3) image-frame points, got {a.shape}")
+            raise InputError(f"{path}: expected ({r},{r},3) crop-frame map, ({n},3) or (68,3) image-frame points, "
+                             f"got {a.shape}")
         import scipy.io
 
         try:

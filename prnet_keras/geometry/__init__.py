@@ -15,7 +15,8 @@ from prnet_keras.geometry.render import render_depth, render_shaded, vertex_norm
 from prnet_keras.geometry.uv import UVLayout, grid_triangles, load_uv_layout
 
 __all__ = [
-    "CropConfig", "MorphableModel", "UVLayout", "UVRenderPlan", "angles_to_rotation", "estimate_pose_para", "from_image",
+    "CropConfig", "MorphableModel", "UVLayout", "UVRenderPlan", "angles_to_rotation", "estimate_pose_para",
+    "from_image",
     "orthographic_project", "uv_render_plan", "apply_transform", "camera_matrix", "crop_to_image",
     "crop_transform", "detector_crop", "grid_triangles", "keypoint_box", "load_face3d_bfm", "load_mean_bfm",
     "load_morphable_model", "load_uv_layout", "make_pose_para", "parse_pose_para", "pose_vertices", "rasterize",

@@ -114,7 +114,8 @@ def detector_crop(box_ltrb: np.ndarray, scale: float = 1.6, center_shift: float 
     """
     box = np.asarray(box_ltrb, dtype=np.float64).reshape(-1)
     if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:
-        raise InputError(f"face box: expected [left, top, right, bottom] with right > left, bottom > top, got {box.tolist()}")
+        raise InputError(f"face box: expected [left, top, right, bottom] with right > left, bottom > top, "
+                         f"got {box.tolist()}")
     l, t, r, b = (float(v) for v in box)
     old = ((r - l) + (b - t)) / 2.0
     centre = np.array([(l + r) / 2.0, (t + b) / 2.0 + center_shift * old])

@@ -107,9 +107,10 @@ class _KeypointBases:
 def _contour_lines(model: MorphableModel, mean: np.ndarray) -> np.ndarray:
     """(17, M) vertex indices: for each jaw landmark, its horizontal line of the mean face.
 
-    A line holds the vertices within 1.5 median mesh edges of the landmark's height, on its side of the face, between the midline and the landmark, and not behind it
-    (z >= the landmark's z): where the outline of that row of the face can be seen from any
-    yaw. Padded with the landmark's own vertex; the chin's line is the chin alone.
+    A line holds the vertices within 1.5 median mesh edges of the landmark's height, on its side
+    of the face, between the midline and the landmark, and not behind it (z >= the landmark's z):
+    where the outline of that row of the face can be seen from any yaw. Padded with the
+    landmark's own vertex; the chin's line is the chin alone.
     """
     tri = model.triangles
     if tri.size:
@@ -273,10 +274,12 @@ def fit_landmarks(
         X = kb.mean[rows] + shape_part + exp_part
         s, rot, t = _camera(X, target, r)
         if kb.exp is not None:
-            beta = _solve_coefficients(kb.exp[rows], kb.mean[rows] + shape_part, target, s, rot[:, :r], t, norm, reg_exp)
+            beta = _solve_coefficients(kb.exp[rows], kb.mean[rows] + shape_part, target, s, rot[:, :r], t, norm,
+                                       reg_exp)
             exp_part = _combine(kb.exp, rows, beta)
         if kb.shape is not None:
-            alpha = _solve_coefficients(kb.shape[rows], kb.mean[rows] + exp_part, target, s, rot[:, :r], t, norm, reg_shape)
+            alpha = _solve_coefficients(kb.shape[rows], kb.mean[rows] + exp_part, target, s, rot[:, :r], t, norm,
+                                        reg_shape)
     X = kb.mean[rows] + _combine(kb.shape, rows, alpha) + _combine(kb.exp, rows, beta)
     s, rot, t = _camera(X, target, r)  # the pose of the final coefficients
     params = (s, rot, t, alpha, beta)

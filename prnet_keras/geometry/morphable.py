@@ -261,7 +261,8 @@ def load_face3d_bfm(path: str | Path, uv_path: str | Path | None = None, name: s
 def _model_from_struct(m: dict, nm: str, uv: np.ndarray, regions: dict, source: str) -> MorphableModel:
     return MorphableModel(
         name=nm,
-        shape_mu=np.asarray(m["shapeMU"]), shape_pc=np.asarray(m["shapePC"], np.float32), shape_ev=np.asarray(m["shapeEV"]),
+        shape_mu=np.asarray(m["shapeMU"]), shape_pc=np.asarray(m["shapePC"], np.float32),
+        shape_ev=np.asarray(m["shapeEV"]),
         exp_mu=np.asarray(m["expMU"]), exp_pc=np.asarray(m["expPC"], np.float32), exp_ev=np.asarray(m["expEV"]),
         tex_mu=np.asarray(m["texMU"]), tex_pc=np.asarray(m["texPC"], np.float32), tex_ev=np.asarray(m["texEV"]),
         triangles=_triangles_from_mat(m["tri"], "tri", source),

@@ -93,7 +93,8 @@ def mean_texture(xf: np.ndarray, y: np.ndarray, theta: np.ndarray) -> np.ndarray
     c = np.array([214.0, 168.0, 142.0])[None] * (0.9 + 0.1 * front)[:, None]
     c *= (1.0 - 0.13 * _gauss(ax, y, 31.0, 29.0, 14.0, 9.0) * front)[:, None]  # eye-socket shadow
     c += np.array([14.0, -6.0, -6.0])[None] * (_gauss(ax, y, 45.0, -5.0, 12.0, 10.0) * front)[:, None]  # cheeks
-    brow_d = np.minimum((7.0 - 4.0 * (ax - 15.0) / 42.0) / 2.0 - np.abs(y - _brow_line(ax)), np.minimum(ax - 15.0, 57.0 - ax))
+    brow_d = np.minimum((7.0 - 4.0 * (ax - 15.0) / 42.0) / 2.0 - np.abs(y - _brow_line(ax)),
+                        np.minimum(ax - 15.0, 57.0 - ax))
     c = _paint(c, 0.9 * _soft(brow_d) * front, (72.0, 50.0, 38.0))
     dx, dy = ax - 31.0, y - 27.0
     lens = np.clip(1.0 - (dx / 13.0) ** 2, 0.0, None)
@@ -211,7 +212,8 @@ def _grid_triangles(keep: np.ndarray) -> np.ndarray:
 
 
 # ---- bases ---------------------------------------------------------------------------------
-def _smooth_fields(s: np.ndarray, t: np.ndarray, order: int, colour: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+def _smooth_fields(s: np.ndarray, t: np.ndarray, order: int,
+                   colour: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """Low-frequency symmetric scalar fields per component at (s, t) in [-1, 1]².
 
     Chebyshev products T_a(s)·T_j(t) (well conditioned on the trimmed domain). Returns, for
@@ -270,7 +272,8 @@ def _pca_basis(fields: list[tuple[np.ndarray, np.ndarray]], k: int, rng: np.rand
 
 
 def _expression_basis(pts: np.ndarray, theta: np.ndarray, y: np.ndarray, xf: np.ndarray, s: np.ndarray,
-                      t: np.ndarray, slit: tuple[float, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                      t: np.ndarray, slit: tuple[float, float], rng: np.random.Generator,
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """(3n, 29) mm per unit coefficient and (29,) std devs; first four modes are semantic."""
     n = y.size
     pcs = np.zeros((n, 3, N_EXP))

@@ -281,8 +281,10 @@ def _load_mask(mask: np.ndarray | str | Path, resolution: int) -> np.ndarray:
     return arr > 0
 
 
-def load_uv_layout(spec: str | Path | None, model: MorphableModel | None = None, resolution: int = RESOLUTION) -> UVLayout:
-    """Resolve a ``--uv-data`` value: an official uv-data folder, a saved ``.npz`` layout, or None (derive from model)."""
+def load_uv_layout(spec: str | Path | None, model: MorphableModel | None = None,
+                   resolution: int = RESOLUTION) -> UVLayout:
+    """Resolve a ``--uv-data`` value: an official uv-data folder, a saved ``.npz`` layout, or None
+    (derive it from ``model``)."""
     if spec:
         p = Path(spec)
         if p.is_dir():

@@ -66,7 +66,8 @@ class FaceDetector(Protocol):
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]: ...
 
 
-def _scale_pyramid(width: int, height: int, min_face_size: float, scale_factor: float, min_size: int = 12) -> np.ndarray:
+def _scale_pyramid(width: int, height: int, min_face_size: float, scale_factor: float,
+                   min_size: int = 12) -> np.ndarray:
     """MTCNN image-pyramid scales: m·f^k for every k whose scaled image still holds PNet's
     ``min_size`` window, m = min_size / min_face_size.
 
@@ -206,7 +207,8 @@ class DlibDetector:
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         rects = self._detector(image_rgb, 1)
-        return [Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), None, "dlib") for r in rects]
+        return [Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), None, "dlib")
+                for r in rects]
 
 
 _CACHE: dict[tuple, Callable] = {}
@@ -223,7 +225,8 @@ def get_detector(name: str | Callable, min_confidence: float = 0.9, min_face_siz
         return name
     if name not in DETECTORS or name == "none":
         raise InputError(f"detector: expected one of mtcnn, opencv, dlib, got {name!r}")
-    key = {"mtcnn": (name, float(min_confidence), int(min_face_size)), "opencv": (name, int(min_face_size))}.get(name, (name,))
+    key = {"mtcnn": (name, float(min_confidence), int(min_face_size)),
+           "opencv": (name, int(min_face_size))}.get(name, (name,))
     with _CACHE_LOCK:
         if key not in _CACHE:
             if name == "mtcnn":
@@ -260,7 +263,8 @@ def detections_from_landmarks(landmarks: np.ndarray | list) -> list[Detection]:
     if a.ndim == 3 and a.shape[1] in (2, 3) and a.shape[2] == 68:
         a = a.transpose(0, 2, 1)  # the .mat layout (2|3, 68)
     if a.ndim != 3 or a.shape[1] != 68 or a.shape[2] not in (2, 3) or not np.all(np.isfinite(a)):
-        raise InputError(f"landmarks: expected (68, 2|3) or (K, 68, 2|3) finite points, got shape {np.shape(landmarks)}")
+        raise InputError(f"landmarks: expected (68, 2|3) or (K, 68, 2|3) finite points, "
+                         f"got shape {np.shape(landmarks)}")
     out = []
     for k in a:
         lo, hi = k[:, :2].min(0), k[:, :2].max(0)

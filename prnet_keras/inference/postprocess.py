@@ -169,7 +169,8 @@ class Face:
     @cached_property
     def _zbuffer(self) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.image_size
-        _, depth, tri_index = rasterize(self.vertices, self.triangles, np.zeros((self.vertices.shape[0], 0), np.float32), h, w)
+        _, depth, tri_index = rasterize(self.vertices, self.triangles,
+                                        np.zeros((self.vertices.shape[0], 0), np.float32), h, w)
         return depth, tri_index >= 0
 
     @property
@@ -220,7 +221,7 @@ class Face:
 
         Same values as lazy access; ~35 % less wall time for the full set on 2 cores.
         """
-        self.vertices  # everything derives from it
+        _ = self.vertices  # everything derives from it
         if self.image is None:
             parts = tuple(p for p in parts if p != "colors")
         zchain = [p for p in parts if p in ("depth_image", "visibility")]

@@ -94,11 +94,13 @@ class Predictor:
         elif callable(network):
             self._forward = network
         else:
-            raise InputError(f"Predictor: network must be a Network, keras.Model or callable, got {type(network).__name__}")
+            raise InputError(f"Predictor: network must be a Network, keras.Model or callable, "
+                             f"got {type(network).__name__}")
         self.last_timings: dict[str, float] = {}
 
     @classmethod
-    def from_path(cls, model_path: str | os.PathLike, uv_data: str | os.PathLike | None = None, **kwargs: Any) -> "Predictor":
+    def from_path(cls, model_path: str | os.PathLike, uv_data: str | os.PathLike | None = None,
+                  **kwargs: Any) -> "Predictor":
         """Load a ``.keras`` file, SavedModel folder or official checkpoint prefix (``model.io.load_network``)."""
         from prnet_keras.model.io import load_network
 
@@ -116,7 +118,8 @@ class Predictor:
         centre, size = crop_square(detection, self.crop_config)
         r = self.layout.resolution
         t = crop_transform(centre, size, r)
-        crop = cv2.warpAffine(image_rgb, t[:2], (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        crop = cv2.warpAffine(image_rgb, t[:2], (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
         return crop, t
 
     def run_network(self, crops: np.ndarray) -> np.ndarray:

@@ -89,7 +89,8 @@ def write_obj(face: Face, path: str | os.PathLike, frame: str = "camera", colors
     """OBJ with per-vertex colours (``v x y z r g b``) of one face."""
     path = Path(path)
     v = _mesh_vertices(face, frame)
-    header = f"prnet-keras face mesh: {v.shape[0]} vertices, {face.triangles.shape[0]} triangles\nframe: {_FRAMES[frame]}"
+    header = (f"prnet-keras face mesh: {v.shape[0]} vertices, {face.triangles.shape[0]} triangles\n"
+              f"frame: {_FRAMES[frame]}")
     faces = _layout_text(face.layout, "f", lambda: _face_lines(face.triangles, False))
     atomic_write_text(path, obj_text(v, face.triangles, face.colors if colors else None, header=header, _faces=faces))
     return path
@@ -113,7 +114,8 @@ def write_obj_textured(face: Face, path: str | os.PathLike, texture_size: int | 
     header = f"prnet-keras textured face mesh\nframe: {_FRAMES[frame]}"
     faces = _layout_text(face.layout, "f/vt", lambda: _face_lines(face.triangles, True))
     uv_lines = _layout_text(face.layout, "vt", lambda: format_rows(uv_texcoords(face), "vt", 6))
-    atomic_write_text(path, obj_text(v, face.triangles, header=header, mtl=mtl_path.name, _faces=faces, _uv_lines=uv_lines))
+    atomic_write_text(path,
+                      obj_text(v, face.triangles, header=header, mtl=mtl_path.name, _faces=faces, _uv_lines=uv_lines))
     return [path, mtl_path, tex_path]
 
 
@@ -222,7 +224,8 @@ def write_depth(face: Face, stem: str | os.PathLike) -> list[Path]:
     if covered.any():
         lo, hi = float(z[covered].min()), float(z[covered].max())
         img[covered] = np.rint(1 + 254 * (z[covered] - lo) / max(hi - lo, 1e-6)).astype(np.uint8)
-    return [write_png(stem.with_name(stem.name + "_depth.png"), img), write_npy(stem.with_name(stem.name + "_depth.npy"), z)]
+    return [write_png(stem.with_name(stem.name + "_depth.png"), img),
+            write_npy(stem.with_name(stem.name + "_depth.npy"), z)]
 
 
 def write_uv_map(face: Face, stem: str | os.PathLike) -> list[Path]:
@@ -267,7 +270,8 @@ def _schedule(outputs: list[str] | tuple[str, ...], visibility_mask: bool) -> li
 
 
 def write_face_outputs(face: Face, out_dir: str | os.PathLike, stem: str, outputs: list[str] | tuple[str, ...],
-                       texture_size: int | None = None, visibility_mask: bool = False, mat_type: str = "normal") -> list[Path]:
+                       texture_size: int | None = None, visibility_mask: bool = False,
+                       mat_type: str = "normal") -> list[Path]:
     """Write the requested ``outputs`` (names from OUTPUTS) of one face as ``out_dir/stem*``.
 
     The writers run two at a time on the helper pool and compute what they need on the
@@ -281,7 +285,7 @@ def write_face_outputs(face: Face, out_dir: str | os.PathLike, stem: str, output
         raise InputError(f"outputs: unknown {', '.join(bad)} (expected some of {', '.join(OUTPUTS)})")
     base = Path(out_dir) / stem
     args = (texture_size, visibility_mask, mat_type)
-    face.vertices  # every writer derives from it
+    _ = face.vertices  # every writer derives from it
     if len(outputs) < 2 or in_helper_thread():
         return [p for o in outputs for p in _write_one(face, base, stem, o, *args)]
     pool = helper_pool()

@@ -45,7 +45,8 @@ def list_official_variables(prefix: str | Path) -> dict[str, tuple[int, ...]]:
 
     prefix = checkpoint_prefix(prefix)
     if not is_tf1_checkpoint(prefix):
-        raise ModelFileError(f"{prefix}: no TF1 checkpoint here (expected {prefix.name}.index and {prefix.name}.data-*)")
+        raise ModelFileError(f"{prefix}: no TF1 checkpoint here "
+                             f"(expected {prefix.name}.index and {prefix.name}.data-*)")
     try:
         entries = tf.train.list_variables(str(prefix))
     except (tf.errors.OpError, ValueError) as exc:

@@ -26,7 +26,8 @@ class LandmarkNME(keras.metrics.Metric):
         super().__init__(name=name, **kwargs)
         kpt = np.asarray(uv_kpt_ind, np.int64)
         if kpt.shape != (2, 68) or kpt.min() < 0 or kpt.max() >= resolution:
-            raise InputError(f"LandmarkNME: uv_kpt_ind must be (2, 68) pixel indices in [0, {resolution}), got {kpt.shape}")
+            raise InputError(f"LandmarkNME: uv_kpt_ind must be (2, 68) pixel indices in [0, {resolution}), "
+                             f"got {kpt.shape}")
         self.uv_kpt_ind = kpt
         self.resolution = int(resolution)
         self._flat = (kpt[1] * resolution + kpt[0]).astype("int32")

@@ -37,7 +37,8 @@ class _Builder:
         self.bn_momentum = bn_momentum
 
     def bn(self, x, scope: str):
-        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=self.bn_momentum, name=f"{scope}{SEP}BatchNorm")(x)
+        return layers.BatchNormalization(epsilon=BN_EPSILON, momentum=self.bn_momentum,
+                                         name=f"{scope}{SEP}BatchNorm")(x)
 
     def conv(self, x, filters: int, kernel: int, stride: int, scope: str, bn: bool = True, act: bool = True):
         """TF1 ``tcl.conv2d`` under the official arg_scope: conv (no bias) [-> BN -> ReLU]."""

@@ -63,14 +63,16 @@ class LimitsMiddleware:
         path = scope.get("path", "")
         if self.settings.api_key and not _is_public(path) and scope.get("method") != "OPTIONS":
             if not _key_ok(headers, self.settings.api_key):
-                await error_response(401, "unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
+                await error_response(401, "unauthorized",
+                                     "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
                                      "X-API-Key", {"WWW-Authenticate": "Bearer"})(scope, receive, send)
                 return
         limit = self.settings.max_request_bytes
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                await error_response(400, "bad_request", "Content-Length is not a number", "Content-Length")(scope, receive, send)
+                response = error_response(400, "bad_request", "Content-Length is not a number", "Content-Length")
+                await response(scope, receive, send)
                 return
             if int(declared) > limit:
                 await error_response(413, "too_large", f"request body of {declared} bytes exceeds the limit {limit}",

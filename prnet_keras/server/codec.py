@@ -22,7 +22,8 @@ _DATA_URL = re.compile(r"^data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)
 class ApiError(Exception):
     """A request problem answered with ``status`` and a JSON body naming ``field``."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, headers: dict | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -75,7 +76,8 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise ApiError(413, "image_too_large", f"{field}: image has {w}x{h} pixels, more than the limit {max_pixels}", field)
+                raise ApiError(413, "image_too_large",
+                               f"{field}: image has {w}x{h} pixels, more than the limit {max_pixels}", field)
             if w < 8 or h < 8:
                 raise ApiError(422, "invalid_image", f"{field}: image is {w}x{h} pixels, expected at least 8x8", field)
             img = ImageOps.exif_transpose(img)
@@ -83,11 +85,14 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
     except ApiError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, "image_too_large", f"{field}: image has more pixels than the limit {max_pixels}", field) from None
+        raise ApiError(413, "image_too_large", f"{field}: image has more pixels than the limit {max_pixels}",
+                       field) from None
     except UnidentifiedImageError as exc:
-        raise ApiError(422, "invalid_image", f"{field}: not a readable image ({exc.__class__.__name__})", field) from None
+        raise ApiError(422, "invalid_image", f"{field}: not a readable image ({exc.__class__.__name__})",
+                       field) from None
     except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
-        raise ApiError(422, "invalid_image", f"{field}: image data is corrupt or truncated ({exc.__class__.__name__})", field) from None
+        raise ApiError(422, "invalid_image", f"{field}: image data is corrupt or truncated ({exc.__class__.__name__})",
+                       field) from None
     return np.ascontiguousarray(rgb)
 
 
@@ -102,8 +107,10 @@ def decode_mat(data: bytes, field: str) -> dict[str, np.ndarray]:
             warnings.simplefilter("ignore")
             mat = scipy.io.loadmat(io.BytesIO(data))
     except NotImplementedError:
-        raise ApiError(422, "invalid_mat", f"{field}: MATLAB v7.3 (HDF5) .mat files are not supported; save with -v7", field) from None
+        raise ApiError(422, "invalid_mat", f"{field}: MATLAB v7.3 (HDF5) .mat files are not supported; save with -v7",
+                       field) from None
     except Exception as exc:  # scipy raises many kinds (ValueError, TypeError, struct.error, ...) on junk
-        raise ApiError(422, "invalid_mat", f"{field}: not a readable .mat file ({exc.__class__.__name__}: {exc})", field) from None
+        raise ApiError(422, "invalid_mat", f"{field}: not a readable .mat file ({exc.__class__.__name__}: {exc})",
+                       field) from None
     return {k: v for k, v in mat.items() if not k.startswith("__")}
 

@@ -45,7 +45,8 @@ class InputData(BaseModel):
 
 
 class FaceMeshData(BaseModel):
-    rawMesh: str = Field(description="base64 mesh .mat: vertices, colors, full_triangles, vertex_normals, kptIdxs, bounding_box")
+    rawMesh: str = Field(description="base64 mesh .mat: vertices, colors, full_triangles, vertex_normals, kptIdxs, "
+                                     "bounding_box")
     faceBB: list[int] = Field(description="[cx, cy, size] of the crop square, pixels; [] when unknown")
 
 
@@ -146,7 +147,8 @@ def evaluate_job(service: FaceService, s: ServerSettings, data: InputEvalData) -
         as_list(item.rawOrgMats, f + ".rawOrgMats", s.max_faces_per_image, "mats")
         as_list(item.rawPredictMats, f + ".rawPredictMats", s.max_faces_per_image, "mats")
         if len(item.rawOrgMats) != len(item.rawPredictMats):
-            raise ApiError(422, "invalid_field", f"{f}: rawOrgMats has {len(item.rawOrgMats)} entries but rawPredictMats "
+            raise ApiError(422, "invalid_field",
+                           f"{f}: rawOrgMats has {len(item.rawOrgMats)} entries but rawPredictMats "
                            f"{len(item.rawPredictMats)}; they are compared pairwise", f + ".rawPredictMats")
         image = _image(item.rawImage, f + ".rawImage", s)
         values = []
@@ -178,6 +180,7 @@ async def extract(data: InputData, request: Request) -> Any:
     return await run_in_pool(request, extract_job, request.app.state.service, request.app.state.settings, data)
 
 
-@router.post("/evaluate", response_model=OutputEvalData, summary="Six NME metrics between original and predicted meshes")
+@router.post("/evaluate", response_model=OutputEvalData,
+             summary="Six NME metrics between original and predicted meshes")
 async def evaluate(data: InputEvalData, request: Request) -> Any:
     return await run_in_pool(request, evaluate_job, request.app.state.service, request.app.state.settings, data)

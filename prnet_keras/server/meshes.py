@@ -46,7 +46,8 @@ def _n_by_3(mat: dict, key: str, field: str, dtype: type) -> np.ndarray:
     except (TypeError, ValueError):
         raise ApiError(422, "invalid_mat", f"{field}: mesh .mat key {key!r} is not numeric", field) from None
     if a.ndim != 2 or 3 not in a.shape:
-        raise ApiError(422, "invalid_mat", f"{field}: mesh .mat key {key!r} must be N x 3 (or 3 x N for dotnet), got {a.shape}", field)
+        raise ApiError(422, "invalid_mat",
+                       f"{field}: mesh .mat key {key!r} must be N x 3 (or 3 x N for dotnet), got {a.shape}", field)
     if a.shape[1] != 3:  # dotnet layout
         a = a.T
     if not np.all(np.isfinite(a)):
@@ -72,7 +73,8 @@ def mesh_from_mat(mat: dict, height: int, field: str) -> Mesh:
         kpt = np.asarray(mat["kptIdxs"], np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise ApiError(422, "invalid_mat", f"{field}: kptIdxs is not numeric", field) from None
-    if kpt.shape != (68,) or not np.all(np.isfinite(kpt)) or kpt.min() < 0 or kpt.max() >= n or np.any(kpt != np.round(kpt)):
+    if (kpt.shape != (68,) or not np.all(np.isfinite(kpt)) or kpt.min() < 0 or kpt.max() >= n
+            or np.any(kpt != np.round(kpt))):
         raise ApiError(422, "invalid_mat", f"{field}: kptIdxs must hold 68 integer vertex indices below {n}", field)
     return Mesh(y_up(v, height), colors, tri.astype(np.int32), kpt.astype(np.int32))
 
@@ -85,7 +87,8 @@ def obj_bytes(mesh: Mesh, height: int) -> bytes:
 
     header = (f"prnet-keras face mesh: {len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles\n"
               "frame: x right, y up (y = h-1-y_image), z toward viewer; input-image pixels")
-    return obj_text(y_up(mesh.vertices, height), mesh.triangles, np.clip(mesh.colors, 0.0, 1.0), header=header).encode("ascii")
+    return obj_text(y_up(mesh.vertices, height), mesh.triangles, np.clip(mesh.colors, 0.0, 1.0),
+                    header=header).encode("ascii")
 
 
 def ply_bytes(mesh: Mesh, height: int) -> bytes:

@@ -109,7 +109,8 @@ def _parse_outputs(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ApiError(422, "invalid_field", "outputs: expected a list (or comma-separated string) of output names", "outputs")
+        raise ApiError(422, "invalid_field", "outputs: expected a list (or comma-separated string) of output names",
+                       "outputs")
     bad = sorted(set(value) - set(OUTPUTS))
     if bad:
         raise ApiError(422, "invalid_field", f"outputs: unknown {bad}; choose from {list(OUTPUTS)}", "outputs")
@@ -136,7 +137,8 @@ def _points(value: Any, field: str, width: int) -> np.ndarray | None:
     if a.ndim == 0 or a.size == 0 or not np.all(np.isfinite(a)):
         raise ApiError(422, "invalid_field", f"{field}: expected a non-empty array of finite numbers", field)
     if width == 4 and (a.ndim > 2 or a.shape[-1] != 4):
-        raise ApiError(422, "invalid_field", f"{field}: expected [[left, top, right, bottom], ...], got shape {a.shape}", field)
+        raise ApiError(422, "invalid_field",
+                       f"{field}: expected [[left, top, right, bottom], ...], got shape {a.shape}", field)
     return a
 
 
@@ -199,7 +201,8 @@ async def _read_request(request: Request, s: ServerSettings) -> dict:
             raise ApiError(422, "missing_field", "image: multipart body has no file field 'image'", "image")
         txt = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != "image"}
         return {"image": fields["image"], "outputs": _parse_outputs(txt.get("outputs")),
-                "boxes": _json_field(txt.get("boxes"), "boxes"), "landmarks": _json_field(txt.get("landmarks"), "landmarks")}
+                "boxes": _json_field(txt.get("boxes"), "boxes"),
+                "landmarks": _json_field(txt.get("landmarks"), "landmarks")}
     if ctype.lower().startswith("application/json") or not ctype:
         try:
             data = json.loads(body)
@@ -210,11 +213,13 @@ async def _read_request(request: Request, s: ServerSettings) -> dict:
         if "image" not in data:
             raise ApiError(422, "missing_field", "image: missing (base64 string)", "image")
         if not isinstance(data["image"], str):
-            raise ApiError(422, "invalid_base64", f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
+            raise ApiError(422, "invalid_base64",
+                           f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
         return {"image": data["image"],
                 "outputs": _parse_outputs(data.get("outputs")), "boxes": data.get("boxes"),
                 "landmarks": data.get("landmarks")}
-    raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype!r}: send multipart/form-data or application/json",
+    raise ApiError(415, "unsupported_media_type",
+                   f"Content-Type {ctype!r}: send multipart/form-data or application/json",
                    "Content-Type")
 
 
@@ -249,7 +254,8 @@ async def info(request: Request) -> dict[str, Any]:
 
     s: ServerSettings = request.app.state.settings
     versions = {"prnet_keras": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for key, dists in (("keras", ("keras",)), ("tensorflow", ("tensorflow", "tensorflow-cpu")), ("fastapi", ("fastapi",))):
+    for key, dists in (("keras", ("keras",)), ("tensorflow", ("tensorflow", "tensorflow-cpu")),
+                       ("fastapi", ("fastapi",))):
         versions[key] = _dist_version(*dists)
     return {
         "model": {"name": s.model_name, "path": s.model_path, **s.extra_info},

@@ -41,7 +41,8 @@ class InferencePool:
         self.workers = int(workers)
         self.capacity = int(workers) + int(queue_size)
         self.timeout_s = float(timeout_s)
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="prnet-infer")
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
+                                                               thread_name_prefix="prnet-infer")
         self._slots = threading.BoundedSemaphore(self.capacity)
         self._lock = threading.Lock()
         self._in_flight = 0

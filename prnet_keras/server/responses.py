@@ -49,5 +49,7 @@ class JSONSafeResponse(JSONResponse):
         return render_json(content)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict | None = None) -> JSONSafeResponse:
-    return JSONSafeResponse({"error": {"code": code, "field": field, "message": message}}, status_code=status, headers=headers)
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   headers: dict | None = None) -> JSONSafeResponse:
+    return JSONSafeResponse({"error": {"code": code, "field": field, "message": message}}, status_code=status,
+                            headers=headers)

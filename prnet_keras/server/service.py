@@ -121,7 +121,8 @@ class FaceService:
         except PRNetError as exc:
             raise ApiError(422, "invalid_mat", f"{field}: {exc}", field) from None
         except (ValueError, IndexError, TypeError) as exc:  # malformed arrays deep in the fit maths
-            raise ApiError(422, "invalid_mat", f"{field}: cannot use this fit ({exc.__class__.__name__}: {exc})", field) from None
+            raise ApiError(422, "invalid_mat", f"{field}: cannot use this fit ({exc.__class__.__name__}: {exc})",
+                           field) from None
 
     def ground_truth_face(self, image: np.ndarray, mat: dict, field: str) -> Any:
         """The ground-truth ``Face`` of a fit ``.mat``: its position map read through the server's layout."""
@@ -169,7 +170,8 @@ class FaceService:
             "detector": detector if isinstance(detector, str) or detector is None else "custom",
             "inference": {
                 "detector": detector if isinstance(detector, str) or detector is None else "custom",
-                "min_confidence": getattr(p, "min_confidence", None), "min_face_size": getattr(p, "min_face_size", None),
+                "min_confidence": getattr(p, "min_confidence", None),
+                "min_face_size": getattr(p, "min_face_size", None),
             },
             "crop": self.crop_config.to_dict(),
             "morphable_model": self._morphable_spec if isinstance(self._morphable_spec, str) else "custom",

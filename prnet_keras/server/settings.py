@@ -46,7 +46,8 @@ class ServerSettings:
     extra_info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_image_pixels", "max_faces_per_image", "max_images_per_request", "workers"):
+        for name in ("max_request_bytes", "max_image_pixels", "max_faces_per_image", "max_images_per_request",
+                     "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"server setting {name}: expected a positive integer, got {value!r}")
@@ -67,7 +68,8 @@ class ServerSettings:
         cfg = {k: v for k, v in (server or {}).items() if k != "_doc"}
         unknown = set(cfg) - set(CONFIG_KEYS)
         if unknown:
-            raise InputError(f"configuration section server: unknown keys {sorted(unknown)}; known: {', '.join(CONFIG_KEYS)}")
+            raise InputError(f"configuration section server: unknown keys {sorted(unknown)}; "
+                             f"known: {', '.join(CONFIG_KEYS)}")
         values: dict[str, Any] = dict(cfg)
         if api_key_env:
             values["api_key"] = os.environ.get(api_key_env) or None

@@ -122,7 +122,8 @@ class AugmentedDataset(keras.utils.PyDataset):
         if self.n_samples == 0:
             raise InputError(f"dataset {self._describe()}: holds no samples")
         if mode == "train" and self.n_samples < self.batch_size:
-            raise InputError(f"dataset {self._describe()}: {self.n_samples} samples, fewer than one batch of {self.batch_size}")
+            raise InputError(f"dataset {self._describe()}: {self.n_samples} samples, fewer than one batch of "
+                             f"{self.batch_size}")
         self.max_batches = None if max_batches is None else int(max_batches)
         self.sample_weight = None
         if sample_weight is not None:

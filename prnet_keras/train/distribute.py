@@ -59,6 +59,7 @@ def plan_distribution(mode: str = "auto") -> DistributionPlan:
         if len(devices) > 1:
             keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
             return DistributionPlan("jax_data_parallel", len(devices),
-                                    detail=f"keras.distribution.DataParallel over {len(devices)} {devices[0].platform} devices")
+                                    detail=f"keras.distribution.DataParallel over {len(devices)} "
+                                           f"{devices[0].platform} devices")
         return DistributionPlan("single", 1, detail=f"jax, {devices[0].platform}")
     return DistributionPlan("single", 1, detail=f"{backend}: data parallelism not wired here")

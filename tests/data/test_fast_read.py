@@ -1,4 +1,5 @@
-"""The fast row reads (direct chunk read + ISA-L inflate or plain chunks + OpenCV unshuffle/convert) equal h5py bit for bit."""
+"""The fast row reads (direct chunk read + ISA-L inflate or plain chunks + OpenCV unshuffle/convert)
+equal h5py bit for bit."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_uncompressed_build_stores_the_same_samples(crops_files):
             assert a["position_map"].compression == "gzip" and b["position_map"].compression is None
             assert b["position_map"].chunks == (1,) + b["position_map"].shape[1:]
         n = len(PositionMapDataset(gz))
-        _assert_same(PositionMapDataset(gz).read_batch(np.arange(n)), PositionMapDataset(plain).read_batch(np.arange(n)))
+        _assert_same(PositionMapDataset(gz).read_batch(np.arange(n)),
+                     PositionMapDataset(plain).read_batch(np.arange(n)))
 
 
 def test_training_read_skips_metadata(crops_files):
@@ -81,7 +83,7 @@ def test_concurrent_thread_reads_equal_serial_reads(crops_files):
         batches = [rng.integers(0, len(ds), 8) for _ in range(48)]
         serial = [ds.read_batch(b, meta=False) for b in batches]
         with ThreadPoolExecutor(4) as pool:
-            threaded = list(pool.map(lambda b: ds.read_batch(b, meta=False), batches))
+            threaded = list(pool.map(lambda b, ds=ds: ds.read_batch(b, meta=False), batches))
         for a, b in zip(serial, threaded):
             _assert_same(a, b)
 

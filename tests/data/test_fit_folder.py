@@ -52,7 +52,8 @@ def test_fitted_folder_builds_hdf5_close_to_the_truth(synthetic_aflw_dir, synthe
     assert _skipped(fitted) == {}
     mat = scipy.io.loadmat(str(fitted / "image00001.mat"))
     shapes = {k: (v.shape, v.dtype.str) for k, v in mat.items() if not k.startswith("__")}
-    assert list(shapes) == ["pt2d", "roi", "Illum_Para", "Color_Para", "Tex_Para", "Shape_Para", "Exp_Para", "Pose_Para"]
+    assert list(shapes) == ["pt2d", "roi", "Illum_Para", "Color_Para", "Tex_Para", "Shape_Para", "Exp_Para",
+                            "Pose_Para"]
     assert shapes["Pose_Para"] == ((1, 7), "<f4") and shapes["Shape_Para"] == ((199, 1), "<f8")
     assert shapes["pt2d"] == ((2, 68), "<f8") and shapes["roi"] == ((1, 4), "<i2")
     truth = scipy.io.loadmat(str(synthetic_aflw_dir / "image00001.mat"))

@@ -52,7 +52,8 @@ def test_synthetic_data_with_another_model(synthetic_aflw_dir, tmp_path, capsys)
 
     other = tmp_path / "other_BFM.mat"
     save_face3d_bfm(build_synthetic_model(seed=1), other)
-    assert build_dataset.main(["--source", str(synthetic_aflw_dir), "--out", str(tmp_path / "x.hdf5"), "--bfm", str(other),
+    assert build_dataset.main(["--source", str(synthetic_aflw_dir), "--out", str(tmp_path / "x.hdf5"), "--bfm",
+                               str(other),
                                "--buildmode", "val", "--workers", "1", "--no-progress"]) == 2
     line = _one_error_line(capsys)
     assert "synth_info.json" in line and line.endswith("pass --bfm synthetic")

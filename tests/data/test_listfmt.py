@@ -44,7 +44,8 @@ def test_round_trip_is_equal_in_values(synthetic_val_hdf5, layout_file, tmp_path
 
     back = tmp_path / "back.hdf5"
     assert (folder / "uv_layout.npz").read_bytes() == layout_file.read_bytes()  # the file's layout, for --uv-data
-    assert main(["--source", str(folder / "trainDataLabel.txt"), "--out", str(back), "--uv-data", str(folder / "uv_layout.npz"),
+    assert main(["--source", str(folder / "trainDataLabel.txt"), "--out", str(back), "--uv-data",
+                 str(folder / "uv_layout.npz"),
                  "--crop-format", crop_format, "--workers", "2", "--no-progress"]) == 0, capsys.readouterr().err
     with h5py.File(source, "r") as fa, h5py.File(back, "r") as fb:
         assert list(fa["name"].asstr()[:]) == list(fb["name"].asstr()[:])

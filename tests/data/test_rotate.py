@@ -90,7 +90,8 @@ def test_rotate_command_and_build_option_agree(synthetic_300wlp_dir, tmp_path, c
     assert "AFW_Flip/AFW_1000_1_0_angle_15.jpg" in names and "AFW_Flip/AFW_1000_1_0_angle_-30.jpg" in names
     assert "AFW_Flip/AFW_1000_1_0.jpg" in names and len(names) == 12
     orig = synthetic_300wlp_dir / "AFW_Flip" / "AFW_1000_1_0"
-    assert (out / "AFW_Flip" / "AFW_1000_1_0.mat").read_bytes() == orig.with_suffix(".mat").read_bytes()  # angle 0: a copy
+    # angle 0: a copy
+    assert (out / "AFW_Flip" / "AFW_1000_1_0.mat").read_bytes() == orig.with_suffix(".mat").read_bytes()
 
     a, b = tmp_path / "from_files.hdf5", tmp_path / "on_the_fly.hdf5"
     assert main(["--source", str(out), "--out", str(a), "--buildmode", "val", "--workers", "1", "--no-progress"]) == 0
@@ -106,5 +107,6 @@ def test_rotate_command_and_build_option_agree(synthetic_300wlp_dir, tmp_path, c
             np.testing.assert_array_equal(fa["position_map"][i], fb["position_map"][j])  # the same fit, same maps
         assert "rotate" in fb.attrs["args"] and "[0.0, 15.0, -30.0]" in fb.attrs["args"]
 
-    assert main(["rotate", "--source", str(synthetic_300wlp_dir), "--out", str(tmp_path / "x"), "--angles", "15,15"]) == 2
+    assert main(["rotate", "--source", str(synthetic_300wlp_dir), "--out", str(tmp_path / "x"), "--angles",
+                 "15,15"]) == 2
     assert "repeated" in capsys.readouterr().err

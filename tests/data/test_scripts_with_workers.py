@@ -129,7 +129,8 @@ def test_train_predict_evaluate_client_scripts(built, synthetic_aflw_dir, tmp_pa
 
 @pytest.mark.parametrize("script, console", [
     ("build_dataset.py", "prnet-build-dataset"), ("train_model.py", "prnet-train"),
-    ("evaluate_model.py", "prnet-evaluate"), ("load_model.py", "prnet-predict"), ("load_model_client.py", "prnet-client"),
+    ("evaluate_model.py", "prnet-evaluate"), ("load_model.py", "prnet-predict"),
+    ("load_model_client.py", "prnet-client"),
 ])
 def test_usage_names_the_command_as_typed(script, console):
     for cmd, name in (([sys.executable, script], script), (console_script(console), console)):

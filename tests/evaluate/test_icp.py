@@ -15,7 +15,8 @@ def _surface(n: int = 50, seed: int = 0) -> np.ndarray:
     """An asymmetric face-sized bumpy patch, n*n points ~100 px across, sampled at random
     (x, y): a regular grid would make point-to-point ICP lock onto the grid spacing."""
     x, y = np.random.default_rng(seed).uniform(-1, 1, (2, n * n))
-    z = (0.6 * np.exp(-((x - 0.1) ** 2 + (y + 0.2) ** 2) / 0.08) + 0.3 * np.exp(-((x + 0.5) ** 2 + (y - 0.4) ** 2) / 0.05)
+    z = (0.6 * np.exp(-((x - 0.1) ** 2 + (y + 0.2) ** 2) / 0.08)
+         + 0.3 * np.exp(-((x + 0.5) ** 2 + (y - 0.4) ** 2) / 0.05)
          - 0.4 * (x**2 + 0.5 * y**2) + 0.2 * x * y)
     return np.stack([x.ravel(), y.ravel(), z.ravel()], 1) * 50.0
 

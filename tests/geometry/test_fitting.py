@@ -72,7 +72,8 @@ def test_two_pixel_noise(synthetic_model, yaw_range):
     assert per_angle[:, 1].mean() < 2.0, per_angle.mean(0)  # yaw: measured 0.6-0.8° mean
     assert geodesic.mean() < 2.5, geodesic  # whole rotation: measured 1.2-1.6° mean
     # Clean fit of the same points for comparison: noise costs accuracy, not convergence.
-    assert np.all(np.isfinite(fit.shape_para)) and np.abs(fit.shape_para[:, :60, 0] / synthetic_model.shape_ev[:60]).max() < 6
+    assert np.all(np.isfinite(fit.shape_para))
+    assert np.abs(fit.shape_para[:, :60, 0] / synthetic_model.shape_ev[:60]).max() < 6
 
 
 def test_3d_landmarks_use_depth(synthetic_model):
@@ -95,7 +96,8 @@ def test_mean_only_model_fits_the_pose_alone(synthetic_model):
     fields.update(shape_pc=zeros(199), exp_pc=zeros(29), name="mean-only")
     mean_only = MorphableModel(**fields)
     rng = np.random.default_rng(4)
-    poses = np.stack([make_pose_para(np.radians([rng.normal(0, 10), y, rng.normal(0, 8)]), [220.0, 230.0, 0.0], 1.5e-3)[0]
+    poses = np.stack([make_pose_para(np.radians([rng.normal(0, 10), y, rng.normal(0, 8)]), [220.0, 230.0, 0.0],
+                                     1.5e-3)[0]
                       for y in (-80, -40, 0, 35, 70)])
     pts = np.stack([pose_vertices(mean_only.vertices()[mean_only.kpt_ind], p, SIZE)[:, :2] for p in poses])
     fit = fit_landmarks(mean_only, pts, SIZE)

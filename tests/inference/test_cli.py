@@ -44,7 +44,8 @@ def test_folder_with_broken_file_continues(photo_dir, tmp_path, posed_samples, b
         return [Detection(np.array([150.0, 150.0, 300.0, 300.0]), 0.99, "box")]
 
     logs = []
-    summary = process_images(list_images(photo_dir), Predictor(net, bfm_layout), tmp_path / "out", ["obj", "kpt", "pose"],
+    summary = process_images(list_images(photo_dir), Predictor(net, bfm_layout), tmp_path / "out",
+                             ["obj", "kpt", "pose"],
                              root=photo_dir, detector=detector, batch=8, log=logs.append)
     assert summary["images"] == 2 and summary["faces"] == 2
     assert calls == [2]  # both images' faces in one network batch
@@ -78,7 +79,8 @@ def _one_error_line(capsys) -> str:
 
 
 def test_cli_missing_model(photo_dir, tmp_path, capsys):
-    assert main(["--image", str(photo_dir / "a.jpg"), "--model", str(tmp_path / "nope.keras"), "--output", str(tmp_path)]) == 2
+    assert main(["--image", str(photo_dir / "a.jpg"), "--model", str(tmp_path / "nope.keras"), "--output",
+                 str(tmp_path)]) == 2
     assert "nope.keras: file not found" in _one_error_line(capsys)
 
 
@@ -122,14 +124,17 @@ def test_cli_end_to_end_with_keras_file(photo_dir, tmp_path, official_layout, ca
     build_model("light", width=0.25).save(model_path)
     official_layout.save(tmp_path / "uv_layout.npz")
     out = tmp_path / "out"
-    rc = main(["--image", str(photo_dir / "a.jpg"), "--model", str(model_path), "--uv-data", str(tmp_path / "uv_layout.npz"),
+    rc = main(["--image", str(photo_dir / "a.jpg"), "--model", str(model_path), "--uv-data",
+               str(tmp_path / "uv_layout.npz"),
                "--bbox", "150,150,300,300", "--outputs", "obj,mat,kpt,pose", "--output", str(out), "--cpu"])
     assert rc == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["a_0.mat", "a_0.obj", "a_0_kpt.npy", "a_0_kpt.txt", "a_0_pose.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_0.mat", "a_0.obj", "a_0_kpt.npy", "a_0_kpt.txt",
+                                                     "a_0_pose.json"]
     assert "1 image(s), 1 face(s), 5 file(s)" in capsys.readouterr().out
 
 
-def test_show_without_display_writes_headless_views(photo_dir, tmp_path, posed_samples, bfm_layout, monkeypatch, capsys):
+def test_show_without_display_writes_headless_views(photo_dir, tmp_path, posed_samples, bfm_layout, monkeypatch,
+                                                    capsys):
     from prnet_keras.cli.load_model import _show
 
     monkeypatch.delenv("DISPLAY", raising=False)

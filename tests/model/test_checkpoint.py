@@ -50,7 +50,8 @@ def random_official_values(shapes: dict[str, tuple], seed: int) -> dict[str, np.
 
 def write_tf1_checkpoint(prefix: Path, values: dict[str, np.ndarray]) -> None:
     """A TF1 V2 checkpoint (.index + .data) with exactly these names, plus optimizer entries to ignore."""
-    extra = {"beta1_power": np.float32(0.9), "resfcn256/Conv/weights/Adam": np.zeros_like(values["resfcn256/Conv/weights"])}
+    extra = {"beta1_power": np.float32(0.9),
+             "resfcn256/Conv/weights/Adam": np.zeros_like(values["resfcn256/Conv/weights"])}
     names = list(values) + list(extra)
     tensors = [tf.constant(v) for v in list(values.values()) + list(extra.values())]
     tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)

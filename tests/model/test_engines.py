@@ -87,7 +87,8 @@ def test_engine_name_is_checked(tiny):
 
 
 def test_unavailable_openvino_is_an_error_or_a_quiet_fallback(tiny, images, monkeypatch, recwarn):
-    monkeypatch.setattr(engines, "openvino_unavailable_reason", lambda: "openvino is not installed (pip install openvino)")
+    monkeypatch.setattr(engines, "openvino_unavailable_reason",
+                        lambda: "openvino is not installed (pip install openvino)")
     with pytest.raises(InputError, match=r"engine 'openvino': openvino is not installed \(pip install openvino\)"):
         engines.keras_forward(tiny, "openvino")
     forward, used = engines.keras_forward(tiny, "auto")
@@ -100,7 +101,8 @@ def test_failed_conversion_is_an_error_or_a_warned_fallback(tiny, images, monkey
         raise RuntimeError("unsupported operation Foo")
 
     monkeypatch.setattr(engines, "_convert", broken)
-    with pytest.raises(InputError, match=r"engine 'openvino': cannot convert .*RuntimeError: unsupported operation Foo"):
+    with pytest.raises(InputError,
+                       match=r"engine 'openvino': cannot convert .*RuntimeError: unsupported operation Foo"):
         engines.keras_forward(tiny, "openvino")
     with pytest.warns(UserWarning, match="cannot convert.*predicting with Keras instead"):
         forward, used = engines.keras_forward(tiny, "auto")

@@ -24,7 +24,8 @@ def _bn_count(model: keras.Model) -> int:
     return sum(isinstance(layer, layers.BatchNormalization) for layer in model.layers)
 
 
-@pytest.mark.parametrize("name,options,kept_bn", [("resfcn256", {"base_filters": 4}, 10), ("light", {"width": 0.25}, 0)])
+@pytest.mark.parametrize("name,options,kept_bn",
+                         [("resfcn256", {"base_filters": 4}, 10), ("light", {"width": 0.25}, 0)])
 def test_folded_network_predicts_the_same(name, options, kept_bn):
     model = build_model(name, resolution=64, **options)
     _random_bn_statistics(model)

@@ -70,7 +70,8 @@ def test_unweighted_defaults_and_mse_ignores_mask(maps, tiny_layout):
 def test_rmse_gradient_is_finite_at_zero_error(tiny_layout):
     y = np.full((1, 256, 256, 3), 0.5, np.float32)
     identity = keras.initializers.Constant(np.eye(3, dtype=np.float32)[None, None])
-    model = keras.Sequential([keras.Input((256, 256, 3)), keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=identity)])
+    model = keras.Sequential([keras.Input((256, 256, 3)),
+                              keras.layers.Conv2D(3, 1, use_bias=False, kernel_initializer=identity)])
     model.compile("sgd", get_loss("weighted_rmse", tiny_layout))  # a UVLayout is accepted as the mask
     assert float(model.train_on_batch(y, y)) == pytest.approx(0.0, abs=1e-5)
     assert np.all(np.isfinite(model.weights[0].numpy()))
@@ -88,7 +89,8 @@ def test_weight_mask_png(tmp_path, tiny_layout, maps):
 
 @pytest.mark.parametrize("make,match", [
     (lambda p: p / "missing.png", "missing.png: cannot read weight-mask image"),
-    (lambda p: (p / "small.png", Image.new("L", (128, 128), 255).save(p / "small.png"))[0], "small.png: expected a 256x256"),
+    (lambda p: (p / "small.png", Image.new("L", (128, 128), 255).save(p / "small.png"))[0],
+     "small.png: expected a 256x256"),
     (lambda p: (p / "zero.png", Image.new("L", (256, 256), 0).save(p / "zero.png"))[0], "all weights are zero"),
     (lambda p: (p / "text.png", (p / "text.png").write_text("not an image"))[0], "cannot read weight-mask image"),
 ])
@@ -175,7 +177,8 @@ def test_landmark_nme_validation_and_config(tiny_layout):
 
 def test_compiled_model_logs_nme_and_reloads_from_keras_file(tmp_path, tiny_layout):
     model = build_model("light", width=0.25)
-    model.compile("adam", get_loss("weighted_mse", tiny_layout.weight_mask), metrics=[LandmarkNME(tiny_layout.uv_kpt_ind)])
+    model.compile("adam", get_loss("weighted_mse", tiny_layout.weight_mask),
+                  metrics=[LandmarkNME(tiny_layout.uv_kpt_ind)])
     rng = np.random.default_rng(3)
     x, y = rng.random((2, 256, 256, 3), np.float32), rng.random((2, 256, 256, 3), np.float32)
     logs = model.train_on_batch(x, y, return_dict=True)
@@ -184,4 +187,5 @@ def test_compiled_model_logs_nme_and_reloads_from_keras_file(tmp_path, tiny_layo
     model.save(path)
     again = keras.saving.load_model(path)
     np.testing.assert_array_equal(again.loss.weight_mask, tiny_layout.weight_mask)
-    assert again.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(model.evaluate(x, y, verbose=0, return_dict=True), rel=1e-5)
+    want = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert again.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(want, rel=1e-5)

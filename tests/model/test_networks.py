@@ -34,7 +34,8 @@ def test_resfcn256_no_biases_4x4_and_regularised(resfcn):
     assert len(decoder) == 17 and all(l.kernel_size == (4, 4) for l in decoder)
     # 1x1 bottleneck ends and shortcuts, 4x4 elsewhere
     for l in convs:
-        assert l.kernel_size == ((1, 1) if l.name.endswith(("Conv", "Conv_2", "shortcut")) and "__" in l.name else (4, 4))
+        pointwise = l.name.endswith(("Conv", "Conv_2", "shortcut")) and "__" in l.name
+        assert l.kernel_size == ((1, 1) if pointwise else (4, 4))
     bns = [l for l in resfcn.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert all(l.epsilon == 1e-3 for l in bns)
     # TF1 l2_regularizer(2e-4) is 1e-4 * sum(w^2): one regularisation loss per conv kernel

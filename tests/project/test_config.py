@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from prnet_keras.config import CONFIGURE_DIR, load_config
+from prnet_keras.config import load_config, packaged_names
 from prnet_keras.errors import InputError
 
 
@@ -22,7 +22,8 @@ def packaged() -> dict:
 
 
 def _defaults(fn) -> dict:
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty}
+    params = inspect.signature(fn).parameters.items()
+    return {k: p.default for k, p in params if p.default is not inspect.Parameter.empty}
 
 
 def test_sections_are_exactly_what_the_library_reads(packaged):
@@ -106,7 +107,7 @@ def test_server_defaults(packaged):
 
 
 def test_named_configurations_load(packaged):
-    names = sorted(p.stem for p in CONFIGURE_DIR.glob("*.json") if p.stem != "defaults")
+    names = [n for n in packaged_names() if n != "defaults"]
     assert names, "no named configuration"
     for name in names:
         cfg = load_config(name)

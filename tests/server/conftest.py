@@ -66,7 +66,8 @@ def stub_detector(image: np.ndarray):
         side = h / 3
         return [Detection(np.array([k * w / 40, h / 3, k * w / 40 + side, 2 * h / 3]), 0.9, "mtcnn") for k in range(40)]
     side = 0.5 * min(h, w)
-    return [Detection(np.array([w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2]), 0.99, "mtcnn")]
+    box = np.array([w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2])
+    return [Detection(box, 0.99, "mtcnn")]
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +109,8 @@ def image_bytes(h: int = 120, w: int = 160, fmt: str = "JPEG", seed: int = 0, un
         arr = np.full((h, w, 3), 128, np.uint8)
     else:
         yy, xx = np.mgrid[0:h, 0:w]
-        arr = np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), rng.integers(0, 255, (h, w))], -1).astype(np.uint8)
+        channels = [xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), rng.integers(0, 255, (h, w))]
+        arr = np.stack(channels, -1).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt)
     return buf.getvalue()
@@ -149,7 +151,8 @@ def synthetic_client(synthetic_model, synthetic_layout):
 
 @pytest.fixture(scope="session")
 def chromium_paths() -> tuple[str, str]:
-    chrome, driver = os.environ.get("PRNET_CHROMIUM", "/usr/bin/chromium"), os.environ.get("PRNET_CHROMEDRIVER", "/usr/bin/chromedriver")
+    chrome = os.environ.get("PRNET_CHROMIUM", "/usr/bin/chromium")
+    driver = os.environ.get("PRNET_CHROMEDRIVER", "/usr/bin/chromedriver")
     if not (os.path.exists(chrome) and os.path.exists(driver)):
         pytest.skip(f"headless browser test needs chromium and chromedriver ({chrome}, {driver} not found)")
     return chrome, driver

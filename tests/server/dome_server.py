@@ -27,7 +27,8 @@ def main() -> None:
     p.add_argument("--queue-size", type=int, default=8)
     args = p.parse_args()
     key = ServerSettings.from_config(api_key_env=args.api_key_env).api_key if args.api_key_env else None
-    settings = make_settings(api_key=key, workers=args.workers, queue_size=args.queue_size, max_request_bytes=20_000_000)
+    settings = make_settings(api_key=key, workers=args.workers, queue_size=args.queue_size,
+                             max_request_bytes=20_000_000)
     app = create_app(Predictor(dome_network, dome_layout(), detector=stub_detector), settings)
     serve_app(app, "127.0.0.1", args.port, "warning")
 

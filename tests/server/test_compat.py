@@ -67,7 +67,7 @@ def test_predict_dotnet_transposes_arrays(client, helpers, layout):
     r = client.post("/predict", json=request(helpers, [helpers.image_bytes()], mat_type="dotnet"))
     mesh = load_mesh(r.json()["imageMeshList"][0]["faceMeshList"][0]["rawMesh"])
     n = layout.n_vertices
-    assert mesh["vertices"].shape == (3, n) and mesh["colors"].shape == (3, n) and mesh["vertex_normals"].shape == (3, n)
+    assert mesh["vertices"].shape == mesh["colors"].shape == mesh["vertex_normals"].shape == (3, n)
     assert mesh["full_triangles"].shape == (3, len(layout.triangles))
 
 
@@ -124,14 +124,16 @@ def test_evaluate_prediction_gives_positive_finite_errors(synthetic_client, help
     pred = synthetic_client.post("/predict", json=request(helpers, [img], [[fit]])).json()
     raw = pred["imageMeshList"][0]["faceMeshList"][0]["rawMesh"]
     body = {"imageMatList": [{"rawImage": helpers.b64(img), "rawOrgMats": [helpers.b64(fit)], "rawPredictMats": [raw]}]}
-    values = synthetic_client.post("/evaluate", json=body).json()["evaluationDataList"][0]["imageEvalValues"][0]["evalValues"]
+    answer = synthetic_client.post("/evaluate", json=body).json()
+    values = answer["evaluationDataList"][0]["imageEvalValues"][0]["evalValues"]
     assert all(v is not None and np.isfinite(v) and v > 0 for v in values)
     # ICP can only reduce the error of the dense 3D comparison
     assert values[5] < values[3] * 5
 
 
 def test_evaluate_rejects_unpaired_lists(client, helpers):
-    body = {"imageMatList": [{"rawImage": helpers.b64(helpers.image_bytes()), "rawOrgMats": ["", ""], "rawPredictMats": [""]}]}
+    body = {"imageMatList": [{"rawImage": helpers.b64(helpers.image_bytes()), "rawOrgMats": ["", ""],
+                              "rawPredictMats": [""]}]}
     r = client.post("/evaluate", json=body)
     assert r.status_code == 422 and r.json()["error"]["field"] == "imageMatList[0].rawPredictMats"
 

@@ -96,7 +96,8 @@ def test_fixture_case(synthetic_client, placeholders, case):
             for face in out.faceMeshList:
                 if face.rawMesh:
                     mat = scipy.io.loadmat(io.BytesIO(base64.b64decode(face.rawMesh)))
-                    assert {"vertices", "colors", "full_triangles", "vertex_normals", "kptIdxs", "bounding_box"} <= set(mat)
+                    assert {"vertices", "colors", "full_triangles", "vertex_normals", "kptIdxs",
+                            "bounding_box"} <= set(mat)
                     assert len(face.faceBB) == 3
                     expect_rows = 3 if case["body"].get("matType") == "dotnet" else mat["vertices"].shape[0]
                     assert mat["vertices"].shape[0] == expect_rows

@@ -57,8 +57,10 @@ native_bodies = st.one_of(
     json_values,
     st.fixed_dictionaries({
         "image": st.one_of(strings, st.integers()),
-        "outputs": st.one_of(st.lists(st.sampled_from(["landmarks", "pose", "mesh_obj", "bogus"]), max_size=3), json_values),
-        "boxes": st.one_of(st.none(), json_values, st.lists(st.lists(st.floats(allow_nan=True), max_size=5), max_size=3),
+        "outputs": st.one_of(st.lists(st.sampled_from(["landmarks", "pose", "mesh_obj", "bogus"]), max_size=3),
+                             json_values),
+        "boxes": st.one_of(st.none(), json_values,
+                           st.lists(st.lists(st.floats(allow_nan=True), max_size=5), max_size=3),
                            st.lists(st.lists(st.floats(-1e6, 1e6), min_size=4, max_size=4), min_size=1, max_size=6)),
         "landmarks": st.one_of(st.none(), json_values, st.lists(st.lists(st.floats(-1e4, 1e4), min_size=2, max_size=3),
                                                                  min_size=68, max_size=68)),
@@ -86,7 +88,8 @@ def no_5xx(r) -> None:
 @FUZZ
 @given(path=st.sampled_from(["/predict", "/extract", "/evaluate"]), body=compat_bodies)
 def test_compat_endpoints_json(fuzz_client, path, body):
-    no_5xx(fuzz_client.post(path, content=json.dumps(body, allow_nan=True), headers={"content-type": "application/json"}))
+    no_5xx(fuzz_client.post(path, content=json.dumps(body, allow_nan=True),
+                            headers={"content-type": "application/json"}))
 
 
 @FUZZ
@@ -98,7 +101,8 @@ def test_reconstruct_json(fuzz_client, body):
 
 @FUZZ
 @given(image=st.binary(max_size=300), outputs=st.text(max_size=30), boxes=st.text(max_size=30),
-       filename=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'), max_size=10))
+       filename=st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126, blacklist_characters='"\\'),
+                        max_size=10))
 def test_reconstruct_multipart(fuzz_client, image, outputs, boxes, filename):
     no_5xx(fuzz_client.post("/v1/reconstruct", files={"image": (filename or "f", image)},
                             data={"outputs": outputs, "boxes": boxes}))
@@ -115,7 +119,8 @@ def test_raw_bytes_any_content_type(fuzz_client, path, raw, ctype):
 
 @FUZZ
 @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
-       path=st.sampled_from(["/", "/healthz", "/v1/info", "/ui", "/docs", "/nope", "/v1/reconstruct", "/ui/static/../app.py"]),
+       path=st.sampled_from(["/", "/healthz", "/v1/info", "/ui", "/docs", "/nope", "/v1/reconstruct",
+                             "/ui/static/../app.py"]),
        query=st.text(alphabet="abc=&%01", max_size=12))
 def test_methods_and_paths(fuzz_client, method, path, query):
     r = fuzz_client.request(method, f"{path}?{query}" if query else path)

@@ -31,7 +31,8 @@ def compat_body(helpers, raw_image, mats=()):
 def test_bad_images_are_422_naming_the_field(client, helpers, raw, code):
     r = client.post("/predict", json=compat_body(helpers, raw))
     assert r.status_code == 422
-    assert r.json()["error"] == {"code": code, "field": "imageMatList[0].rawImage", "message": r.json()["error"]["message"]}
+    assert r.json()["error"] == {"code": code, "field": "imageMatList[0].rawImage",
+                                 "message": r.json()["error"]["message"]}
     assert "imageMatList[0].rawImage" in r.json()["error"]["message"]
 
 
@@ -169,7 +170,8 @@ def test_pool_bounds_and_releases_slots():
 
 
 def test_responses_are_plain_json(client, helpers):
-    r = client.post("/v1/reconstruct", files={"image": ("a.jpg", helpers.image_bytes())}, data={"outputs": "landmarks,pose"})
+    r = client.post("/v1/reconstruct", files={"image": ("a.jpg", helpers.image_bytes())},
+                    data={"outputs": "landmarks,pose"})
     assert r.headers["content-type"].startswith("application/json")
     assert "NaN" not in r.text and "Infinity" not in r.text
 
@@ -182,8 +184,10 @@ def test_requests_never_write_files(client, helpers, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     big = helpers.image_bytes(1000, 1000, fmt="PNG")  # > 1 MB: Starlette would spool this to disk
     assert len(big) > 1_000_000
-    with TestClient(create_app(client.app.state.service.predictor, helpers.make_settings(max_request_bytes=5_000_000, max_image_pixels=2_000_000))) as c:
-        r = c.post("/v1/reconstruct", files={"image": ("big.png", big)}, data={"outputs": "landmarks,mesh_obj,mesh_ply"})
+    with TestClient(create_app(client.app.state.service.predictor,
+                               helpers.make_settings(max_request_bytes=5_000_000, max_image_pixels=2_000_000))) as c:
+        r = c.post("/v1/reconstruct", files={"image": ("big.png", big)},
+                   data={"outputs": "landmarks,mesh_obj,mesh_ply"})
     assert r.status_code == 200
     assert os.listdir(tmp_path) == []
     assert np.isfinite(r.json()["faces"][0]["landmarks"]).all()
@@ -212,5 +216,6 @@ def test_serve_cli_bad_flag_fails_fast(capsys):
 def test_render_json_is_plain_and_nan_safe():
     from prnet_keras.server.responses import render_json
 
-    assert render_json({"b": np.float32(1.5), "c": np.arange(3), "d": [np.int64(2)]}) == b'{"b":1.5,"c":[0,1,2],"d":[2]}'
+    assert render_json({"b": np.float32(1.5), "c": np.arange(3),
+                        "d": [np.int64(2)]}) == b'{"b":1.5,"c":[0,1,2],"d":[2]}'
     assert render_json({"a": float("nan"), "e": [np.float64("inf"), 1.0]}) == b'{"a":null,"e":[null,1.0]}'

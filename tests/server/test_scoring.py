@@ -40,7 +40,8 @@ def pair(synthetic_val_hdf5):
     gt = dataclasses.replace(gt, kpt68=gt_dense[:, kidx].astype(np.float32))
     pred = Predictions(pred_dense[:, kidx], pred_dense, [None] * len(gt.names))
     meshes = [(Mesh(gt_dense[i].astype(np.float32), np.full_like(gt_dense[i], 0.5, np.float32), layout.triangles, kidx),
-               Mesh(pred_dense[i].astype(np.float32), np.full_like(gt_dense[i], 0.5, np.float32), layout.triangles, kidx))
+               Mesh(pred_dense[i].astype(np.float32), np.full_like(gt_dense[i], 0.5, np.float32), layout.triangles,
+                    kidx))
               for i in range(len(gt.names))]
     return gt, pred, layout, meshes
 

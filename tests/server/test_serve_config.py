@@ -113,7 +113,8 @@ def test_prnet_serve_config_file_takes_effect(tmp_path, faces, helpers):
         assert info["crop"] == CROP
         assert (info["icp_backend"], info["icp_method"]) == ("scipy", "point_to_point")
         limits = info["limits"]
-        assert (limits["workers"], limits["queue_size"], limits["timeout_s"], limits["max_faces_per_image"]) == (3, 5, 45, 5)
+        got = (limits["workers"], limits["queue_size"], limits["timeout_s"], limits["max_faces_per_image"])
+        assert got == (3, 5, 45, 5)
 
         # detections: the library's OpenCV detector with min_face_size 100, not with the default 40
         image, want = _first_differing(faces["images"], get_detector("opencv", min_face_size=100),
@@ -174,7 +175,8 @@ def test_serve_start_up_applies_mtcnn_and_dlib_values(tmp_path, faces):
     image, want = _first_differing(faces["images"], get_detector("mtcnn", **mtcnn),
                                    get_detector("mtcnn", defaults["min_confidence"], defaults["min_face_size"]))
     app, settings = build_server(build_parser().parse_args(
-        ["--model", "untrained:light", "--config", str(path), "--batch-window-ms", "0", "--api-key-env", "UNSET_KEY_VAR"]))
+        ["--model", "untrained:light", "--config", str(path), "--batch-window-ms", "0", "--api-key-env",
+         "UNSET_KEY_VAR"]))
     with TestClient(app) as client:
         info = client.get("/v1/info").json()
         assert info["inference"] == {"detector": "mtcnn", **mtcnn}

@@ -51,7 +51,8 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    proc = start([sys.executable, "tests/server/dome_server.py", "--port", str(port), "--api-key-env", "PRNET_TEST_KEY"],
+    proc = start([sys.executable, "tests/server/dome_server.py", "--port", str(port), "--api-key-env",
+                  "PRNET_TEST_KEY"],
                  port, env={"PRNET_TEST_KEY": "k-123"})
     try:
         yield f"http://127.0.0.1:{port}"
@@ -122,7 +123,8 @@ def test_serve_cli_bad_model_is_one_line_error(capsys):
 
 
 def test_wrapper_script_help():
-    r = subprocess.run([sys.executable, "load_model_client.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "load_model_client.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
     assert r.returncode == 0 and "--serverurl" in r.stdout and "--imagedir" in r.stdout
 
 
@@ -136,9 +138,9 @@ def test_prnet_serve_untrained_light_model(helpers):
         base = f"http://127.0.0.1:{port}"
         info = httpx.get(f"{base}/v1/info").json()
         assert info["model"]["untrained"] is True and info["uv_layout"]["resolution"] == 256
-        r = httpx.post(f"{base}/v1/reconstruct", json={"image": helpers.b64(helpers.image_bytes(200, 200)),
-                                                       "boxes": [[50, 50, 150, 150]], "outputs": ["landmarks", "mesh_ply"]},
-                       timeout=120)
+        body = {"image": helpers.b64(helpers.image_bytes(200, 200)), "boxes": [[50, 50, 150, 150]],
+                "outputs": ["landmarks", "mesh_ply"]}
+        r = httpx.post(f"{base}/v1/reconstruct", json=body, timeout=120)
         assert r.status_code == 200, r.text
         assert r.json()["faces"][0]["mesh"]["n_vertices"] == info["uv_layout"]["n_vertices"]
         assert info["model"]["engine"] == "openvino"  # TensorFlow CPU + openvino installed: the default engine

@@ -56,7 +56,8 @@ def toy_samples(n: int, seed: int = 0, layout: UVLayout | None = None) -> tuple[
         kx, ky = x[layout.uv_kpt_ind[1], layout.uv_kpt_ind[0]], y[layout.uv_kpt_ind[1], layout.uv_kpt_ind[0]]
         for dx in (-2, -1, 0, 1, 2):
             for dy in (-2, -1, 0, 1, 2):
-                img[np.clip(np.rint(ky).astype(int) + dy, 0, R - 1), np.clip(np.rint(kx).astype(int) + dx, 0, R - 1)] = 255
+                kpt_rows = np.clip(np.rint(ky).astype(int) + dy, 0, R - 1)
+                img[kpt_rows, np.clip(np.rint(kx).astype(int) + dx, 0, R - 1)] = 255
         images[i] = img
     return images, maps
 

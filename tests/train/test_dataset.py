@@ -99,7 +99,7 @@ def test_multiprocessing_workers_give_the_same_batches(source):
     ds = AugmentedDataset(source, batch_size=4, seed=2, workers=2, use_multiprocessing=True)
     ref = AugmentedDataset(source, batch_size=4, seed=2)
     adapter = PyDatasetAdapter(ds)
-    for epoch in range(2):
+    for _ in range(2):
         adapter.on_epoch_begin()
         got = [b for b in adapter.get_numpy_iterator()]
         adapter.on_epoch_end()

@@ -34,7 +34,8 @@ def test_resolve_config_validates(toy_hdf5_dir, tmp_path):
     assert cfg["train"]["train_files"] == [str(toy_hdf5_dir / "train.hdf5")]
     assert cfg["train"]["val_files"] == [str(toy_hdf5_dir / "val.hdf5")]
     assert cfg["augment"]["rotation_range_deg"] == [-45.0, 45.0]
-    bad = [({"lr_schedule": "linear"}, "lr_schedule"), ({"epochs": 0}, "epochs"), ({"learningrate": "x"}, "learningrate"),
+    bad = [({"lr_schedule": "linear"}, "lr_schedule"), ({"epochs": 0}, "epochs"),
+           ({"learningrate": "x"}, "learningrate"),
            ({"hdf5dir": str(tmp_path / "nope")}, "hdf5dir"), ({"hdf5dir": None}, "training data"),
            ({"mixed_precision": "fp8"}, "mixed_precision"), ({"bn_momentum": 1.5}, "bn_momentum"),
            ({"bn_momentum": "fast"}, "bn_momentum")]
