@@ -106,11 +106,3 @@ def load_config(name_or_path: str | os.PathLike | None = None, overrides: dict |
         check_known(overrides, config, "command-line options")
         config = _merge(config, overrides)
     return config
-
-
-def section(name: str, config: dict | None = None) -> dict[str, Any]:
-    """One section of the (default) configuration, e.g. ``section("augment")``."""
-    cfg = config if config is not None else load_config()
-    if name not in cfg:
-        raise InputError(f"configuration has no section {name!r}")
-    return copy.deepcopy(cfg[name])
