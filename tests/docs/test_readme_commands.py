@@ -381,4 +381,5 @@ def test_scale_down_is_visible_and_limited():
     argv = scale_down(["prnet-train", "--hdf5dir", "d", "--workers", "8"], helptext, None)
     assert argv == ["prnet-train", "--hdf5dir", "d", "--workers", "2", "--epochs", "1",
                     "--steps-per-epoch", "1", "--validation-steps", "1"]
-    assert scale_down(["prnet-predict", "--image", "a.jpg"], "--image --model", None) == ["prnet-predict", "--image", "a.jpg"]
+    predict = ["prnet-predict", "--image", "a.jpg"]
+    assert scale_down(list(predict), "--image --model", None) == predict
