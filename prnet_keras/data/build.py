@@ -25,6 +25,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.config import section
 from prnet_keras.data import worker
 from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
+from prnet_keras.data.images import MAX_IMAGE_PIXELS
 from prnet_keras.data.jobs import run_tasks, write_skipped_csv
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
@@ -85,7 +86,7 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
 
 # ---- orchestration -------------------------------------------------------------------------
 def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality, shard, limit,
-              n_refs, commit_every, compression="gzip") -> dict[str, Any]:
+              n_refs, commit_every, compression="gzip", max_image_pixels=MAX_IMAGE_PIXELS) -> dict[str, Any]:
     """Everything that decides the file's content (resume refuses to mix different ones)."""
     if buildmode not in ("train", "val"):
         raise InputError(f"--buildmode {buildmode}: expected train or val")
@@ -98,12 +99,14 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         raise InputError(f"--jpeg-quality {jpeg_quality}: expected 1..100")
     if limit is not None and int(limit) < 1:
         raise InputError(f"--limit {limit}: expected a positive number of samples")
+    if int(max_image_pixels) < 1:
+        raise InputError(f"max_image_pixels {max_image_pixels}: expected a positive number of pixels")
     return {
         "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
         "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
         "crop_format": crop_format if store == "crops" else "", "seed": int(seed), "jpeg_quality": int(jpeg_quality),
         "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit, "n_refs": n_refs,
-        "commit_every": int(commit_every), "crop_config": section("crop"),
+        "commit_every": int(commit_every), "crop_config": section("crop"), "max_image_pixels": int(max_image_pixels),
     }
 
 
@@ -169,6 +172,7 @@ def build_hdf5(
     progress: bool = False,
     model: MorphableModel | None = None,
     rotate: str | list[float] | None = None,
+    max_image_pixels: int | None = None,
 ) -> BuildSummary:
     """Build ``out`` (a position-map HDF5 file) from a 300W-LP / AFLW2000-3D folder or zip.
 
@@ -177,7 +181,10 @@ def build_hdf5(
     ``bfm`` with an already loaded model (``bfm`` is then only recorded). ``rotate``: angles
     in degrees ("15,-15"); each sample is then read once per angle, rotated in-plane with its
     fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. (A ``trainDataLabel.txt``
-    list of crops and maps is built by ``data.listfmt.build_list_hdf5``.)
+    list of crops and maps is built by ``data.listfmt.build_list_hdf5``.) Samples that cannot be
+    used (unreadable, images above ``max_image_pixels`` (None: config ``data.max_image_pixels``),
+    implausible fits, unsafe zip members, ...) are left out and listed with their reason in
+    ``OUT`` minus ``.hdf5`` + ``.skipped.csv``.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -196,9 +203,11 @@ def build_hdf5(
 
         angles = parse_angles(rotate)
         refs = expand_rotations(refs, angles)
-    commit_every = int(commit_every or section("data").get("commit_every", 64))
+    data_cfg = section("data")
+    commit_every = int(commit_every or data_cfg.get("commit_every", 64))
+    max_image_pixels = int(max_image_pixels or data_cfg.get("max_image_pixels", MAX_IMAGE_PIXELS))
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
-                         shard_t, limit, len(refs), commit_every, compression)
+                         shard_t, limit, len(refs), commit_every, compression, max_image_pixels)
     settings["rotate"] = angles
     given_model = model is not None
     model = model if given_model else load_morphable_model(bfm)

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.errors import InputError
 
 Backend = Literal["open3d", "scipy", "simpleicp"]
@@ -149,6 +150,7 @@ def _scipy_icp(
     prev = np.inf
     rmse, fitness, it = np.inf, 0.0, 0
     for it in range(1, max_iter + 1):
+        check_cancelled()  # a cancelled server request stops between iterations
         moved = src @ rot.T + t
         dist, idx = tree.query(moved, distance_upper_bound=max_distance, workers=-1)
         ok = np.isfinite(dist)

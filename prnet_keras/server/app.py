@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -25,9 +26,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from prnet_keras.cancel import Cancelled
 from prnet_keras.server.codec import ApiError
 from prnet_keras.server.engine import Engine
-from prnet_keras.server.pool import InferencePool, PoolSaturated, PoolTimeout
+from prnet_keras.server.pool import ClientGone, InferencePool, PoolSaturated, PoolTimeout
 from prnet_keras.server.settings import ServerSettings
 from prnet_keras.utils import to_jsonable
 
@@ -95,8 +97,30 @@ def _field_from_loc(loc: tuple) -> str | None:
     return out or None
 
 
+# Routes whose body must be JSON (FastAPI would otherwise answer a wrong type with a 422
+# "field required"): anything else is 415.
+JSON_ROUTES = ("/predict", "/extract", "/evaluate")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays / objects in a JSON text, without parsing it (strings skipped).
+
+    Python's parser recurses per level: a body nested a thousand deep would raise
+    RecursionError deep inside a route; this refuses it first, in linear time.
+    """
+    if b"[" not in body and b"{" not in body:
+        return 0
+    a = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
+    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int32) - ((a == 0x5D) | (a == 0x7D))
+    return int(np.cumsum(step).max(initial=0))
+
+
 class LimitsMiddleware:
-    """Pure ASGI: 413 on a declared or streamed body larger than the limit; 401 without the key."""
+    """Pure ASGI, before any route: 401 without the key; 413 on a body larger than the limit
+    (declared, or counted while a chunked body streams in: it is read here, whole, and
+    replayed to the route); 415 for a non-JSON body on the JSON routes; 422 for JSON nested
+    deeper than ``max_json_depth``."""
 
     def __init__(self, app: Callable, settings: ServerSettings) -> None:
         self.app = app
@@ -108,7 +132,8 @@ class LimitsMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
-        if self.settings.api_key and not _is_public(path) and scope.get("method") != "OPTIONS":
+        method = scope.get("method", "GET")
+        if self.settings.api_key and not _is_public(path) and method != "OPTIONS":
             if not _key_ok(headers, self.settings.api_key):
                 await error_response(401, "unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
                                      "X-API-Key", {"WWW-Authenticate": "Bearer"})(scope, receive, send)
@@ -123,18 +148,43 @@ class LimitsMiddleware:
                 await error_response(413, "too_large", f"request body of {declared} bytes exceeds the limit {limit}",
                                      "body")(scope, receive, send)
                 return
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        if method not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if path in JSON_ROUTES and ctype and not (ctype == "application/json" or ctype.endswith("+json")):
+            await error_response(415, "unsupported_media_type", f"Content-Type {ctype!r}: this route takes "
+                                 "application/json", "Content-Type")(scope, receive, send)
+            return
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:  # chunked uploads without Content-Length
-                    raise ApiError(413, "too_large", f"request body exceeds the limit {limit} bytes", "body")
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:  # chunked uploads without Content-Length
+                await error_response(413, "too_large", f"request body exceeds the limit {limit} bytes",
+                                     "body")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (not ctype or "json" in ctype) and json_depth(body) > self.settings.max_json_depth:
+            await error_response(422, "invalid_json", f"body: JSON nested deeper than {self.settings.max_json_depth} "
+                                 "levels", "body")(scope, receive, send)
+            return
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect, when the client leaves
+
+        await self.app(scope, replay, send)
 
 
 def _is_public(path: str) -> bool:
@@ -171,22 +221,38 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> Response:
-        log.exception("unhandled server error")
+    async def _unexpected(req: Request, exc: Exception) -> Response:
+        # the boundary of last resort: bad input never gets here (every input is checked first)
+        log.error("unhandled server error in %s %s", req.method, req.url.path, exc_info=exc)
         return error_response(500, "internal_error", f"internal error ({exc.__class__.__name__}); see the server log")
 
 
 async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Response:
-    """Run a synchronous job on the app's bounded pool and answer its JSON; 503 when saturated, 504 on time-out."""
+    """Run a synchronous job on the app's bounded pool and answer its JSON.
+
+    503 when saturated (or stopping), 504 on time-out; a time-out, a client that
+    disconnects and a server that stops all cancel the job's work.
+    """
     pool: InferencePool = request.app.state.pool
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
     try:
-        body = await pool.run(_job_rendered, fn, *args)
+        body = await pool.run(_job_rendered, fn, *args, disconnected=disconnected)
         return Response(body, media_type="application/json")
     except PoolSaturated:
         raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
                        None, {"Retry-After": "1"}) from None
     except PoolTimeout:
-        raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s") from None
+        raise ApiError(504, "timeout", f"the request took longer than {pool.timeout_s:g} s; its work was stopped") from None
+    except ClientGone:
+        log.info("%s %s: client disconnected; its work was stopped", request.method, request.url.path)
+        return Response(status_code=499)
+    except Cancelled as exc:
+        raise ApiError(503, "unavailable", f"the server is stopping ({exc}); retry on another instance",
+                       None, {"Retry-After": "1"}) from None
 
 
 def _document_api_key(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.server.meshes import Mesh
 
 EVALUATION_TYPES = ["sparse 2D", "sparse 3D", "dense 2D", "dense 3D", "reconstruction 2D", "reconstruction 3D"]
@@ -74,5 +75,6 @@ def evaluate_meshes(gt: Mesh, pred: Mesh, icp_backend: str = "scipy") -> list[fl
         values += [_nme(pred.vertices, gt.vertices, 2, norm), _nme(pred.vertices, gt.vertices, 3, norm)]
     else:
         values += [None, None]
+    check_cancelled()
     values += list(_reconstruction(gt, pred, icp_backend))
     return [None if v is None or not np.isfinite(v) else round(float(v), 6) for v in values]

@@ -11,6 +11,8 @@ import os
 from typing import Any
 
 from prnet_keras.config import load_config
+from prnet_keras.data.images import MAX_IMAGE_PIXELS
+from prnet_keras.data.matfile import MAX_MAT_BYTES
 from prnet_keras.errors import InputError
 
 DEFAULT_API_KEY_ENV = "PRNET_API_KEY"
@@ -21,19 +23,30 @@ class ServerSettings:
     """Limits and switches of one server instance.
 
     max_request_bytes: whole request body (bytes). max_image_pixels: width·height of one
-    decoded image. max_faces_per_image / max_images_per_request: counts. workers: threads
-    running inference; queue_size: requests allowed to wait for a worker (beyond that:
-    503). timeout_s: seconds one request may take before it is answered 504.
+    image, checked from its header before decoding (the configuration's one
+    ``data.max_image_pixels``, shared with dataset builds and ``prnet-predict``).
+    max_mat_bytes: memory the arrays of one ``.mat`` may take (declared sizes checked before
+    inflating). max_faces_per_image / max_images_per_request / max_faces_per_request: counts
+    (boxes, landmark sets and mats count as faces). max_mesh_vertices: vertices of a mesh
+    sent to /evaluate (bounds ICP). max_response_bytes: size of one answer (meshes are large).
+    max_json_depth: nesting of a JSON body. workers: threads running inference; queue_size:
+    requests allowed to wait for a worker (beyond that: 503). timeout_s: seconds one request
+    may take before it is answered 504 and its work is cancelled.
     api_key: required key (None = no auth). cors_origins: allowed origins (empty = CORS off).
     """
 
     host: str = "127.0.0.1"
     port: int = 20000
     max_request_bytes: int = 20_000_000
-    max_image_pixels: int = 25_000_000
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_mat_bytes: int = MAX_MAT_BYTES
     max_faces_per_image: int = 16
     max_images_per_request: int = 8
-    workers: int = 2
+    max_faces_per_request: int = 32
+    max_mesh_vertices: int = 200_000
+    max_response_bytes: int = 128_000_000
+    max_json_depth: int = 32
+    workers: int = 8
     queue_size: int = 8
     timeout_s: float = 60.0
     api_key: str | None = None
@@ -44,7 +57,9 @@ class ServerSettings:
     extra_info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_request_bytes", "max_image_pixels", "max_faces_per_image", "max_images_per_request", "workers"):
+        for name in ("max_request_bytes", "max_image_pixels", "max_mat_bytes", "max_faces_per_image",
+                     "max_images_per_request", "max_faces_per_request", "max_mesh_vertices", "max_response_bytes",
+                     "max_json_depth", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"server setting {name}: expected a positive integer, got {value!r}")
@@ -60,13 +75,17 @@ class ServerSettings:
     def from_config(
         cls, config: dict | None = None, api_key_env: str | None = DEFAULT_API_KEY_ENV, **overrides: Any
     ) -> "ServerSettings":
-        """Settings from the "server" config section, the API key from ``$api_key_env``, then overrides."""
-        cfg = (config if config is not None else load_config()).get("server", {})
+        """Settings from the "server" config section (``max_image_pixels`` from "data", the one
+        limit every image reader uses), the API key from ``$api_key_env``, then overrides."""
+        config = config if config is not None else load_config()
+        cfg = config.get("server", {})
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(cfg) - fields
         if unknown:
             raise InputError(f"configuration section server: unknown keys {sorted(unknown)}")
         values: dict[str, Any] = dict(cfg)
+        if "max_image_pixels" in config.get("data", {}):
+            values.setdefault("max_image_pixels", config["data"]["max_image_pixels"])
         if api_key_env:
             values["api_key"] = os.environ.get(api_key_env) or None
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -77,8 +96,13 @@ class ServerSettings:
         return {
             "max_request_bytes": self.max_request_bytes,
             "max_image_pixels": self.max_image_pixels,
+            "max_mat_bytes": self.max_mat_bytes,
             "max_faces_per_image": self.max_faces_per_image,
             "max_images_per_request": self.max_images_per_request,
+            "max_faces_per_request": self.max_faces_per_request,
+            "max_mesh_vertices": self.max_mesh_vertices,
+            "max_response_bytes": self.max_response_bytes,
+            "max_json_depth": self.max_json_depth,
             "workers": self.workers,
             "queue_size": self.queue_size,
             "timeout_s": self.timeout_s,
