@@ -80,12 +80,24 @@ def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str,
 
 
 def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` under uvicorn in this process until interrupted."""
+    """Run ``app`` under uvicorn in this process until interrupted.
+
+    Ctrl-C (or SIGTERM) first cancels every request's work (so uvicorn's graceful shutdown
+    does not wait for a long reconstruction or ICP: those requests answer 503 within a
+    moment), then uvicorn closes the connections.
+    """
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            pool = getattr(getattr(app, "state", None), "pool", None)
+            if pool is not None:
+                pool.cancel_all("server stopping")
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                            timeout_graceful_shutdown=10, server_header=False)
-    uvicorn.Server(config).run()
+                            timeout_graceful_shutdown=5, server_header=False)
+    Server(config).run()
 
 
 def main(argv: list[str] | None = None) -> int:
