@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_cli
 from prnet_keras.config import section
+from prnet_keras.data.images import MAX_IMAGE_PIXELS
 from prnet_keras.errors import InputError, PRNetError
 
 DEFAULT_OUTPUTS = "obj,kpt,pose"
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default=cfg.get("engine", "auto"), choices=("auto", "keras", "openvino"),
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
+    p.add_argument("--max-image-pixels", type=int, default=section("data").get("max_image_pixels", MAX_IMAGE_PIXELS),
+                   help="larger images (width x height, read from the header) are skipped without decoding "
+                        "(default: config data.max_image_pixels)")
     p.add_argument("--texture-size", type=int, default=cfg["texture_size"], help="UV texture size in pixels")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
     p.add_argument("--mat-type", choices=("normal", "dotnet"), default="normal", help=".mat array layout")
@@ -82,8 +86,11 @@ def process_images(
     detector: str = "mtcnn", bbox: list[float] | None = None, batch: int = 8, texture_size: int | None = None,
     visibility_mask: bool = False, mat_type: str = "normal", log=print, keep_faces: bool = False,
     progress: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
-    """Run the predictor over ``paths`` in batches and write the outputs; bad images are skipped.
+    """Run the predictor over ``paths`` in batches and write the outputs; a bad image (unreadable,
+    above ``max_image_pixels``, refused by the predictor, no face) is skipped with its reason,
+    never the end of the run.
 
     Faces go to ``out_dir/<relative folder>/<image stem>_<k>*``. Returns a summary dict:
     images, faces, written (paths), skipped [(path, reason)], faces_by_image, and with
@@ -100,29 +107,45 @@ def process_images(
     if not bar.disable:
         def log(message: str) -> None:  # above the bar (on stderr, where the bar is), not through it
             bar.write(message, file=sys.stderr)
+
+    def skip(p: Path, reason: str) -> None:
+        summary["skipped"].append((str(p), reason))
+        log(f"skip: {reason}" if reason.startswith(str(p)) else f"skip: {p}: {reason}")
+
+    def predict(chunk: list[Path], images: list) -> list:
+        boxes = None
+        if bbox is not None or whole_image:
+            boxes = [bbox if bbox is not None else [0, 0, im.shape[1] - 1, im.shape[0] - 1] for im in images]
+        return predictor.predict_batch(images, boxes=boxes, detector=None if detector == "none" else detector)
+
     for start in range(0, len(paths), max(1, batch)):
         chunk, images = [], []
         for p in paths[start:start + batch]:
             try:
-                images.append(load_image(p))
+                images.append(load_image(p, max_image_pixels))
                 chunk.append(p)
             except InputError as exc:
-                summary["skipped"].append((str(p), str(exc)))
-                log(f"skip: {exc}")
+                skip(p, str(exc))
         if not chunk:
             bar.update(len(paths[start:start + batch]))
             continue
-        boxes = None
-        if bbox is not None or whole_image:
-            boxes = [bbox if bbox is not None else [0, 0, im.shape[1] - 1, im.shape[0] - 1] for im in images]
-        results = predictor.predict_batch(images, boxes=boxes, detector=None if detector == "none" else detector)
+        try:
+            results = predict(chunk, images)
+        except InputError:  # one image the predictor refuses (e.g. too small for a face box): find it
+            results, kept = [], []
+            for p, im in zip(chunk, images):
+                try:
+                    results += predict([p], [im])
+                    kept.append(p)
+                except InputError as exc:
+                    skip(p, str(exc))
+            chunk = kept
         for p, faces in zip(chunk, results):
             summary["images"] += 1
             rel = p.relative_to(root).parent if root is not None else Path()
             summary["faces_by_image"][str(p)] = len(faces)
             if not faces:
-                summary["skipped"].append((str(p), "no face found"))
-                log(f"skip: {p}: no face found")
+                skip(p, "no face found")
                 continue
             for k, face in enumerate(faces):
                 summary["written"] += write_face_outputs(face, out_dir / rel, f"{p.stem}_{k}", outputs,
@@ -184,10 +207,12 @@ def _run(args: argparse.Namespace) -> int:
     bbox = parse_bbox(args.bbox)
     if args.batch < 1:
         raise InputError(f"--batch: expected >= 1, got {args.batch}")
+    if args.max_image_pixels < 1:
+        raise InputError(f"--max-image-pixels: expected >= 1, got {args.max_image_pixels}")
     if args.image is not None:
         from prnet_keras.inference.images import load_image
 
-        load_image(args.image)  # fail fast, before loading the model, on an unreadable image
+        load_image(args.image, args.max_image_pixels)  # fail fast, before the model loads, on an unreadable image
         paths, root = [args.image], None
     else:
         from prnet_keras.inference.images import list_images
@@ -223,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              args.texture_size, args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, max_image_pixels=args.max_image_pixels)
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
           f"{args.output}, {len(summary['skipped'])} skipped")
     if "uv" in outputs:  # the layout that turns the *_uv.npy maps into meshes (prnet-view reads it)
