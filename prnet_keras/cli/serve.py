@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="micro-batch the network calls of concurrent requests, waiting up to this long for company "
                         "(0 = off); pays off with --workers > 2")
-    p.add_argument("--max-batch", type=int, default=16, help="crops per batched network call")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="crops per batched network call (the network's working memory grows with it: ~50 MB per "
+                        "crop for the light network under OpenVINO, kept once allocated)")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable); CORS is off by default")
     p.add_argument("--icp", default="scipy", choices=("scipy", "open3d", "simpleicp"), help="ICP backend for /evaluate")

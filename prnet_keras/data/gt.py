@@ -174,10 +174,8 @@ class GroundTruthMaker:
         t = self.crop_of(kpts, rng) if transform is None else np.asarray(transform, np.float64)
         self.check_placement(kpts, image.shape, t)
         kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
-        crop = warp_crop(image, t, self.resolution)
-        self.check_crop(crop)
         return {
-            "crop": crop,
+            "crop": warp_crop(image, t, self.resolution),
             "position_map": self.position_map(self.crop_vertices(vertices, fit, h, t)),
             "transform": t,
             "kpt68": np.asarray(kpt68, np.float32),

@@ -37,6 +37,7 @@ MAX_IMAGE_PIXELS = 50_000_000
 _MAX_BYTES_PER_PIXEL = 8
 _HEADER_SLACK = 1 << 20
 ORIENTATION_TAG = 0x0112
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10 decodes straight to RGB
 
 # EXIF orientation -> (transpose first, then np.rot90 turns counter-clockwise, then flip left-right)
 _ORIENT = {1: (False, 0, False), 2: (False, 0, True), 3: (False, 2, False), 4: (False, 2, True),
@@ -115,10 +116,13 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_IMAGE_P
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
         # libjpeg only warns on a truncated file and fills the rest with grey
         raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    flags = (_IMREAD_RGB if _IMREAD_RGB is not None else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if img is None or img.ndim != 3 or img.shape[:2] != (h, w):
         raise InputError(f"{name}: cannot decode image (corrupt or truncated {w}x{h} image data)")
-    return apply_orientation(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), orientation)
+    if _IMREAD_RGB is None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)  # in place: no second full-size copy
+    return apply_orientation(img, orientation)
 
 
 def read_image_file(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

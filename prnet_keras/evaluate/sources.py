@@ -163,6 +163,7 @@ class FolderSource:
                     raise InputError(f"{ref.name}: image has no .mat")
                 image, mat = read_sample(ref)
                 gt = self.maker.make(image, self.maker.parse(mat, ref.name))
+                self.maker.check_crop(gt["crop"])
                 if not np.isfinite(gt["position_map"]).all() or not np.isfinite(gt["kpt68"]).all():
                     raise InputError(f"{ref.name}: ground truth has non-finite values")
             except (PRNetError, OSError, ValueError) as exc:

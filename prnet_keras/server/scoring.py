@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from prnet_keras.cancel import check_cancelled
+from prnet_keras.evaluate.metrics import QUERY_CHUNK
 from prnet_keras.server.meshes import Mesh
 
 ICP_POINTS = 4000
@@ -58,7 +59,10 @@ def _reconstruction(gt: Mesh, pred: Mesh, icp_backend: str) -> tuple[float, floa
     # a request's ICP time whatever mesh it sends
     result = icp(src[::max(1, len(src) // ICP_POINTS)], dst, backend=icp_backend)
     moved = result.apply(src)
-    _, nearest = cKDTree(dst).query(moved, k=1)
+    tree, nearest = cKDTree(dst), np.empty(len(moved), np.int64)
+    for start in range(0, len(moved), QUERY_CHUNK):  # far-away points (an untrained network) are slow to query
+        check_cancelled()
+        nearest[start:start + QUERY_CHUNK] = tree.query(moved[start:start + QUERY_CHUNK], k=1)[1]
     diff = moved - dst[nearest]
     kp = gt.keypoints
     iod = float(max(np.linalg.norm(kp[36] - kp[45]), 1e-6))
