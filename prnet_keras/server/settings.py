@@ -44,7 +44,7 @@ class ServerSettings:
     max_images_per_request: int = 8
     max_faces_per_request: int = 32
     max_mesh_vertices: int = 200_000
-    max_response_bytes: int = 64_000_000
+    max_response_bytes: int = 100_000_000
     max_json_depth: int = 32
     workers: int = 8
     queue_size: int = 8
