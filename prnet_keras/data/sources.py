@@ -11,7 +11,6 @@ the data is read from the folder or from the zip, which keeps per-sample seeds s
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import re
 import zipfile

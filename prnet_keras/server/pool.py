@@ -18,9 +18,10 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-from prnet_keras.cancel import CancelToken, Cancelled, cancellable
+from prnet_keras.cancel import Cancelled, CancelToken, cancellable
 
 T = TypeVar("T")
 _STOP = object()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,7 +42,6 @@ def test_exif_rotated_photo_same_face_everywhere(reference_data, tiny_model_file
     from fastapi.testclient import TestClient
 
     from prnet_keras.cli.load_model import main
-    from prnet_keras.data.gt import GroundTruthMaker
     from prnet_keras.data.sources import list_samples, read_sample
     from prnet_keras.inference import Predictor, load_image
     from prnet_keras.server.app import create_app
