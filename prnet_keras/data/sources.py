@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from prnet_keras.data.images import MAX_IMAGE_PIXELS, decode_image, max_file_bytes
-from prnet_keras.data.matfile import MAX_MAT_BYTES, load_mat
 from prnet_keras.errors import InputError, LimitError
+from prnet_keras.matfile import MAX_MAT_BYTES, load_mat
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 LAYOUTS = ("300wlp", "aflw2000")

@@ -289,7 +289,7 @@ class FolderPredictor:
             if a.shape == (68, 3):
                 return a, None
             raise InputError(f"{path}: expected ({r},{r},3) crop-frame map, ({n},3) or (68,3) image-frame points, got {a.shape}")
-        from prnet_keras.data.matfile import read_mat_file
+        from prnet_keras.matfile import read_mat_file
 
         mat = read_mat_file(path)  # declared array sizes checked before anything is allocated
         if "vertices" not in mat:

@@ -79,10 +79,10 @@ def decode_image(data: bytes, field: str, max_pixels: int, min_side: int = 8) ->
 def decode_mat(data: bytes, field: str, max_bytes: int) -> dict[str, np.ndarray]:
     """MATLAB .mat bytes (v4/v5/v7; not v7.3 HDF5) -> dict of arrays without the ``__header__`` keys.
 
-    Read by ``data.matfile.load_mat``: the arrays' declared sizes are checked against
+    Read by ``prnet_keras.matfile.load_mat``: the arrays' declared sizes are checked against
     ``max_bytes`` before anything is inflated or allocated (413 above it, 422 when unreadable).
     """
-    from prnet_keras.data.matfile import load_mat
+    from prnet_keras.matfile import load_mat
 
     try:
         return load_mat(data, field, max_bytes)

@@ -12,7 +12,7 @@ from typing import Any
 
 from prnet_keras.config import load_config
 from prnet_keras.data.images import MAX_IMAGE_PIXELS
-from prnet_keras.data.matfile import MAX_MAT_BYTES
+from prnet_keras.matfile import MAX_MAT_BYTES
 from prnet_keras.errors import InputError
 
 DEFAULT_API_KEY_ENV = "PRNET_API_KEY"

@@ -16,7 +16,7 @@ import scipy.io
 
 from prnet_keras.data.build import build_hdf5
 from prnet_keras.data.hdf5 import PositionMapDataset
-from prnet_keras.data.matfile import load_mat
+from prnet_keras.matfile import load_mat
 from prnet_keras.data.sources import list_samples, read_member, unsafe_member_name
 from prnet_keras.errors import InputError, LimitError
 
