@@ -53,7 +53,7 @@ class _Budget:
 
 
 def _bad(name: str, why: str) -> InputError:
-    return InputError(f"{name}: not a readable MATLAB .mat file ({why})")
+    return InputError(f"{name}: not a MATLAB .mat file ({why})")
 
 
 class _Reader:

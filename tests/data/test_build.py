@@ -165,7 +165,7 @@ def _bad_dataset(root, tiny_model, datagen):
     return {
         "image00001": "truncated JPEG", "image00002": "cannot decode image", "image00003": "missing key 'Shape_Para'",
         "image00004": "Pose_Para contains NaN", "image00005": "Exp_Para has shape", "image00006": "image without .mat",
-        "image00007": "not a readable MATLAB .mat file", "image00008": "outside the 200x200 image",
+        "image00007": "not a MATLAB .mat file", "image00008": "outside the 200x200 image",
         "image00009": "empty image data", "image00010": "more than the limit", "image00011": "crop: blank",
         "image00012": "outside the 200x200 image",
     }

@@ -103,7 +103,7 @@ def test_parse_fit_names_the_bad_field(tiny_aflw, change, message):
 
 
 def test_corrupt_mat_and_missing_source(tmp_path):
-    with pytest.raises(InputError, match="x.mat: not a readable MATLAB .mat file"):
+    with pytest.raises(InputError, match="x.mat: not a MATLAB .mat file"):
         load_mat_bytes(b"MATLAB 5.0 garbage", "x")
     with pytest.raises(InputError, match="no such folder or zip"):
         list_samples(tmp_path / "nope")
