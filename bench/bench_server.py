@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     p.add_argument("--workers", type=int, default=8, help="server request threads (share one micro-batched network)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="server micro-batching window (0 = off)")
+    p.add_argument("--max-batch", type=int, default=None, help="crops per batched network call (default: prnet-serve's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 256 and 1 <= args.duration <= 600):
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "prnet_keras.cli.serve", "--model", args.model, "--detector", "opencv",
            "--host", HOST, "--port", str(port), "--workers", str(args.workers), "--queue-size", str(args.clients),
            "--batch-window-ms", str(args.batch_window_ms), "--log-level", "warning"]
+    if args.max_batch:
+        cmd += ["--max-batch", str(args.max_batch)]
     if args.uv_data:
         cmd += ["--uv-data", args.uv_data]
     env = {**os.environ, "PRNET_API_KEY": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "server", "model": args.model, "clients": args.clients, "duration_s": round(elapsed, 2),
         "workers": args.workers, "queue_size": args.clients, "batch_window_ms": args.batch_window_ms,
-        "request": "POST /v1/reconstruct multipart 320x240 JPEG, 1 box, landmarks+pose",
+        "max_batch": args.max_batch, "request": "POST /v1/reconstruct multipart 320x240 JPEG, 1 box, landmarks+pose",
         "requests": int(len(status)), "ok": ok, "errors": errors, "http_503": busy,
         "rps": round(ok / elapsed, 2),
         "latency_ms": {"p50": round(float(np.percentile(lat_ok, 50)), 1) if ok else None,

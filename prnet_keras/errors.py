@@ -14,6 +14,13 @@ class InputError(PRNetError, ValueError):
     """
 
 
+class LimitError(InputError):
+    """A size an input declares (pixels, array bytes, member size, count) exceeds a limit.
+
+    Raised *before* the memory is allocated; the server answers it with 413.
+    """
+
+
 class ModelFileError(PRNetError):
     """A model file is missing or of the wrong kind."""
 

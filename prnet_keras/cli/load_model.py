@@ -7,7 +7,8 @@ Exit status: 0 when every image gave at least one face, 1 when some images were 
 (unreadable, no face: one line each on stderr), 2 on a usage / model error (one line).
 
 Configuration: the packaged defaults, then ``--config NAME|FILE``, then the flags; sections
-``inference`` (detector, min_confidence, min_face_size, engine, texture_size) and ``crop``.
+``inference`` (detector, min_confidence, min_face_size, engine, texture_size), ``crop`` and
+``data.max_image_pixels``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_cli
+from prnet_keras.data.images import MAX_IMAGE_PIXELS
 from prnet_keras.errors import InputError, PRNetError
 
 DEFAULT_OUTPUTS = "obj,kpt,pose"
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
                         "(default: the configuration's inference.engine, auto)")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="larger images (width x height, read from the header) are skipped without decoding "
+                        "(default: the configuration's data.max_image_pixels, 50000000)")
     p.add_argument("--texture-size", type=int, default=None,
                    help="UV texture size in pixels (default: the configuration's inference.texture_size, 256)")
     p.add_argument("--visibility-mask", action="store_true", help="black out hidden parts of the texture")
@@ -65,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """(inference options, CropConfig): the configuration (defaults, then --config) with the given flags on top."""
+    """(options, CropConfig): the configuration (defaults, then --config) with the given flags on top.
+
+    The options are the ``inference`` section plus ``max_image_pixels`` (``data.max_image_pixels``:
+    one limit for every image reader)."""
     from prnet_keras.config import load_config
     from prnet_keras.geometry import CropConfig
 
@@ -74,7 +82,14 @@ def resolve_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     for key in ("detector", "min_confidence", "min_face_size", "engine", "texture_size"):
         if getattr(args, key) is not None:
             inference[key] = getattr(args, key)
+    inference["max_image_pixels"] = _first(args.max_image_pixels, config["data"]["max_image_pixels"])
+    if inference["max_image_pixels"] < 1:
+        raise InputError(f"--max-image-pixels: expected >= 1, got {inference['max_image_pixels']}")
     return inference, CropConfig.from_dict(config["crop"])
+
+
+def _first(flag: Any, configured: Any) -> Any:
+    return configured if flag is None else flag
 
 
 def parse_outputs(text: str) -> list[str]:
@@ -104,8 +119,11 @@ def process_images(
     detector: str = "mtcnn", bbox: list[float] | None = None, batch: int = 8, texture_size: int | None = None,
     visibility_mask: bool = False, mat_type: str = "normal", log=print, keep_faces: bool = False,
     progress: bool = False,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
-    """Run the predictor over ``paths`` in batches and write the outputs; bad images are skipped.
+    """Run the predictor over ``paths`` in batches and write the outputs; a bad image (unreadable,
+    above ``max_image_pixels``, refused by the predictor, no face) is skipped with its reason,
+    never the end of the run.
 
     Faces go to ``out_dir/<relative folder>/<image stem>_<k>*``. Returns a summary dict:
     images, faces, written (paths), skipped [(path, reason)], faces_by_image, and with
@@ -122,29 +140,45 @@ def process_images(
     if not bar.disable:
         def log(message: str) -> None:  # above the bar (on stderr, where the bar is), not through it
             bar.write(message, file=sys.stderr)
+
+    def skip(p: Path, reason: str) -> None:
+        summary["skipped"].append((str(p), reason))
+        log(f"skip: {reason}" if reason.startswith(str(p)) else f"skip: {p}: {reason}")
+
+    def predict(chunk: list[Path], images: list) -> list:
+        boxes = None
+        if bbox is not None or whole_image:
+            boxes = [bbox if bbox is not None else [0, 0, im.shape[1] - 1, im.shape[0] - 1] for im in images]
+        return predictor.predict_batch(images, boxes=boxes, detector=None if detector == "none" else detector)
+
     for start in range(0, len(paths), max(1, batch)):
         chunk, images = [], []
         for p in paths[start:start + batch]:
             try:
-                images.append(load_image(p))
+                images.append(load_image(p, max_image_pixels))
                 chunk.append(p)
             except InputError as exc:
-                summary["skipped"].append((str(p), str(exc)))
-                log(f"skip: {exc}")
+                skip(p, str(exc))
         if not chunk:
             bar.update(len(paths[start:start + batch]))
             continue
-        boxes = None
-        if bbox is not None or whole_image:
-            boxes = [bbox if bbox is not None else [0, 0, im.shape[1] - 1, im.shape[0] - 1] for im in images]
-        results = predictor.predict_batch(images, boxes=boxes, detector=None if detector == "none" else detector)
+        try:
+            results = predict(chunk, images)
+        except InputError:  # one image the predictor refuses (e.g. too small for a face box): find it
+            results, kept = [], []
+            for p, im in zip(chunk, images):
+                try:
+                    results += predict([p], [im])
+                    kept.append(p)
+                except InputError as exc:
+                    skip(p, str(exc))
+            chunk = kept
         for p, faces in zip(chunk, results):
             summary["images"] += 1
             rel = p.relative_to(root).parent if root is not None else Path()
             summary["faces_by_image"][str(p)] = len(faces)
             if not faces:
-                summary["skipped"].append((str(p), "no face found"))
-                log(f"skip: {p}: no face found")
+                skip(p, "no face found")
                 continue
             for k, face in enumerate(faces):
                 summary["written"] += write_face_outputs(face, out_dir / rel, f"{p.stem}_{k}", outputs,
@@ -206,10 +240,11 @@ def _run(args: argparse.Namespace) -> int:
     bbox = parse_bbox(args.bbox)
     if args.batch < 1:
         raise InputError(f"--batch: expected >= 1, got {args.batch}")
+    opts, crop = resolve_options(args)
     if args.image is not None:
         from prnet_keras.inference.images import load_image
 
-        load_image(args.image)  # fail fast, before loading the model, on an unreadable image
+        load_image(args.image, opts["max_image_pixels"])  # fail fast, before the model loads, on an unreadable image
         paths, root = [args.image], None
     else:
         from prnet_keras.inference.images import list_images
@@ -221,7 +256,6 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--bbox: applies to one image; use it with --image")
     if not args.model.exists() and not Path(str(args.model) + ".index").exists():
         raise InputError(f"--model {args.model}: file not found")
-    opts, crop = resolve_options(args)
     detector = opts["detector"]
     if detector != "none" and bbox is None:
         from prnet_keras.inference.detect import get_detector
@@ -247,7 +281,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              opts["texture_size"], args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, max_image_pixels=opts["max_image_pixels"])
     print(f"{summary['images']} image(s), {summary['faces']} face(s), {len(summary['written'])} file(s) in "
           f"{args.output}, {len(summary['skipped'])} skipped")
     if "uv" in outputs:  # the layout that turns the *_uv.npy maps into meshes (prnet-view reads it)

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-window-ms", type=float, default=5.0,
                    help="micro-batch the network calls of concurrent requests, waiting up to this long for company "
                         "(0 = off); pays off with --workers > 2")
-    p.add_argument("--max-batch", type=int, default=16, help="crops per batched network call")
+    p.add_argument("--max-batch", type=int, default=8,
+                   help="crops per batched network call (the network's working memory grows with it: ~50 MB per "
+                        "crop for the light network under OpenVINO, kept once allocated)")
     p.add_argument("--cors-origin", action="append", default=None, metavar="ORIGIN",
                    help="allow browser calls from this origin (repeatable; default: configuration server.cors_origins, "
                         "none: CORS off)")
@@ -93,12 +95,24 @@ def build_predictor(model: str, uv_data: str | None, bfm: str, detector: str = "
 
 
 def serve_app(app: Any, host: str, port: int, log_level: str = "info") -> None:
-    """Run ``app`` under uvicorn in this process until interrupted."""
+    """Run ``app`` under uvicorn in this process until interrupted.
+
+    Ctrl-C (or SIGTERM) first cancels every request's work (so uvicorn's graceful shutdown
+    does not wait for a long reconstruction or ICP: those requests answer 503 within a
+    moment), then uvicorn closes the connections.
+    """
     import uvicorn
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            pool = getattr(getattr(app, "state", None), "pool", None)
+            if pool is not None:
+                pool.cancel_all("server stopping")
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5,
-                            timeout_graceful_shutdown=10, server_header=False)
-    uvicorn.Server(config).run()
+                            timeout_graceful_shutdown=5, server_header=False)
+    Server(config).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +138,7 @@ def build_server(args: argparse.Namespace) -> tuple[Any, Any]:
         config["server"], api_key_env=args.api_key_env, host=args.host, port=args.port, workers=args.workers,
         queue_size=args.queue_size, timeout_s=args.timeout,
         cors_origins=None if args.cors_origin is None else tuple(args.cors_origin),
+        max_image_pixels=config["data"]["max_image_pixels"],  # one image limit, shared with builds and prnet-predict
         detector=detector, model_path=args.model,
     )
     crop = CropConfig.from_dict(config["crop"])

@@ -24,6 +24,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.data import worker
 from prnet_keras.data.fitcheck import check_fits_match_model
 from prnet_keras.data.hdf5 import check_compression, open_checked, read_attrs
+from prnet_keras.data.images import MAX_IMAGE_PIXELS
 from prnet_keras.data.jobs import run_tasks, write_skipped_csv
 from prnet_keras.data.sources import list_samples
 from prnet_keras.data.worker import STAGES
@@ -84,7 +85,8 @@ def shard_slice(n_items: int, shard: tuple[int, int] | None) -> slice:
 
 # ---- orchestration -------------------------------------------------------------------------
 def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality, shard, limit,
-              n_refs, commit_every, compression="gzip", crop_config: CropConfig | None = None) -> dict[str, Any]:
+              n_refs, commit_every, compression="gzip", crop_config: CropConfig | None = None,
+              max_image_pixels=MAX_IMAGE_PIXELS) -> dict[str, Any]:
     """Everything that decides the file's content (resume refuses to mix different ones)."""
     if buildmode not in ("train", "val"):
         raise InputError(f"--buildmode {buildmode}: expected train or val")
@@ -99,6 +101,8 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         raise InputError(f"--limit {limit}: expected a positive number of samples")
     if int(commit_every) < 1:
         raise InputError(f"--commit-every {commit_every}: expected >= 1")
+    if int(max_image_pixels) < 1:
+        raise InputError(f"max_image_pixels {max_image_pixels}: expected a positive number of pixels")
     return {
         "source": str(Path(source).resolve()), "layout": layout, "bfm": str(bfm),
         "uv_data": str(Path(uv_data).resolve()) if uv_data else None, "buildmode": buildmode, "store": store,
@@ -106,6 +110,7 @@ def _settings(source, layout, bfm, uv_data, buildmode, store, crop_format, seed,
         "compression": compression, "shard": f"{shard[0]}/{shard[1]}" if shard else "", "limit": limit,
         "n_refs": n_refs,
         "commit_every": int(commit_every), "crop_config": CropConfig.coerce(crop_config).to_dict(),
+        "max_image_pixels": int(max_image_pixels),
     }
 
 
@@ -173,6 +178,7 @@ def build_hdf5(
     model: MorphableModel | None = None,
     rotate: str | list[float] | None = None,
     crop_config: CropConfig | Mapping[str, Any] | None = None,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> BuildSummary:
     """Build ``out`` (a position-map HDF5 file) from a 300W-LP / AFLW2000-3D folder or zip.
 
@@ -183,9 +189,11 @@ def build_hdf5(
     fit (``data.rotate``; 0 is the original), as ``<name>_angle_<a>``. (A ``trainDataLabel.txt``
     list of crops and maps is built by ``data.listfmt.build_list_hdf5``.) ``crop_config``:
     the crop rules (``geometry.CropConfig``; None: the packaged defaults); ``store``,
-    ``crop_format``, ``compression``, ``jpeg_quality``, ``commit_every`` default to the
-    packaged ``data`` section. Fits that do not belong to the model stop the build
-    (``data.fitcheck``).
+    ``crop_format``, ``compression``, ``jpeg_quality``, ``commit_every``, ``max_image_pixels``
+    default to the packaged ``data`` section. Fits that do not belong to the model stop the
+    build (``data.fitcheck``). Samples that cannot be used (unreadable, images above
+    ``max_image_pixels``, implausible fits, unsafe zip members, ...) are left out and listed
+    with their reason in ``OUT`` minus ``.hdf5`` + ``.skipped.csv``.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -206,7 +214,8 @@ def build_hdf5(
         angles = parse_angles(rotate)
         refs = expand_rotations(refs, angles)
     settings = _settings(source, resolved, bfm, uv_data, buildmode, store, crop_format, seed, jpeg_quality,
-                         shard_t, limit, len(refs), commit_every, compression, CropConfig.coerce(crop_config))
+                         shard_t, limit, len(refs), commit_every, compression, CropConfig.coerce(crop_config),
+                         max_image_pixels)
     settings["rotate"] = angles
     given_model = model is not None
     model = model if given_model else load_morphable_model(bfm)

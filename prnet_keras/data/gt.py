@@ -28,6 +28,10 @@ from prnet_keras.geometry.raster import uv_render_plan
 
 
 VERTEX_GROUP = 16  # samples per model GEMM
+# Plausibility of a fit in its image (beyond these the sample is skipped, never stored):
+KEYPOINT_MARGIN = 0.5   # keypoints within the image grown by this fraction of its size on each side
+MIN_FACE_PX = 4.0       # keypoint box mean side, pixels
+MIN_CROP_INSIDE = 0.25  # fraction of the crop square that must lie inside the image
 
 
 def sample_rng(seed: int, name: str) -> np.random.Generator:
@@ -99,6 +103,36 @@ class GroundTruthMaker:
             raise InputError("Pose_Para/Shape_Para: posed keypoints are not finite")
         return kpts
 
+    def check_placement(self, keypoints: np.ndarray, image_shape: tuple[int, ...], transform: np.ndarray | None = None) -> None:
+        """InputError unless the posed 68 keypoints (68, 2+) image pixels sit plausibly in the image
+        (see KEYPOINT_MARGIN, MIN_FACE_PX) and, with ``transform``, enough of the crop lies inside it."""
+        h, w = image_shape[:2]
+        k = np.asarray(keypoints, np.float64)[:, :2]
+        lo, hi = k.min(0), k.max(0)
+        m = KEYPOINT_MARGIN
+        if not (np.all(lo >= [-m * w, -m * h]) and np.all(hi <= [(1 + m) * w, (1 + m) * h])):
+            raise InputError(f"Pose_Para: the face's keypoints span x {lo[0]:.4g}..{hi[0]:.4g}, y {lo[1]:.4g}..{hi[1]:.4g}, "
+                             f"outside the {w}x{h} image (scale or translation implausible)")
+        centre, side = (lo + hi) / 2, float(np.mean(hi - lo))
+        if not (0 <= centre[0] <= w and 0 <= centre[1] <= h):
+            raise InputError(f"Pose_Para: the face's centre ({centre[0]:.4g}, {centre[1]:.4g}) lies outside the {w}x{h} image")
+        if not MIN_FACE_PX <= side <= 2 * max(h, w):
+            raise InputError(f"Pose_Para: the face is {side:.4g} px wide in a {w}x{h} image (scale implausible)")
+        if transform is not None:
+            t = np.asarray(transform, np.float64)  # crop_transform: [[k, 0, -k left], [0, k, -k top], ...]
+            k_scale = t[0, 0]
+            left, top, size = -t[0, 2] / k_scale, -t[1, 2] / k_scale, (self.resolution - 1) / k_scale
+            inside = (max(0.0, min(left + size, w) - max(left, 0.0)) * max(0.0, min(top + size, h) - max(top, 0.0))
+                      / max(size * size, 1e-12))
+            if inside < MIN_CROP_INSIDE:
+                raise InputError(f"crop: only {100 * inside:.0f} % of the crop lies inside the {w}x{h} image")
+
+    @staticmethod
+    def check_crop(crop: np.ndarray) -> None:
+        """InputError when a crop the label calls a face is blank (one colour, e.g. all black)."""
+        if int(crop.max()) - int(crop.min()) < 8:
+            raise InputError("crop: blank (one colour) where the label places a face")
+
     def crop_of(self, keypoints: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
         """3x3 image -> crop transform from image-frame keypoints (68, 2+); perturbed with ``rng``."""
         centre, size = training_crop(keypoints[:, :2], rng, self.scale, self.center_jitter, self.size_jitter)
@@ -141,6 +175,7 @@ class GroundTruthMaker:
             vertices = self.model_vertices([fit])[0]
         kpts = self.keypoints(vertices, fit, h)
         t = self.crop_of(kpts, rng) if transform is None else np.asarray(transform, np.float64)
+        self.check_placement(kpts, image.shape, t)
         kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
         return {
             "crop": warp_crop(image, t, self.resolution),

@@ -115,7 +115,27 @@ def open_checked(path: str | os.PathLike) -> h5py.File:
         f.close()
         raise InputError(f"{path}: format version {f.attrs['format_version']} is newer than this library "
                          f"({FORMAT_VERSION})")
+    if f.attrs.get("store") not in ("crops", "raw", b"crops", b"raw"):
+        f.close()
+        raise InputError(f"{path}: attribute 'store' is {f.attrs.get('store')!r}, expected crops or raw")
     return f
+
+
+def check_fields(f: h5py.File, path: str | os.PathLike) -> None:
+    """InputError naming the first dataset a position-map file of its store mode lacks."""
+    store = f.attrs.get("store")
+    if isinstance(store, bytes):
+        store = store.decode()
+    need = COMMON_FIELDS + (("crop", "position_map") if store == "crops" else ("image", "shape_para", "exp_para")) \
+        + ("uv_layout",)
+    for key in need:
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            raise InputError(f"{path}: no dataset {key!r} (a {store!r}-store file written by build_dataset.py has "
+                             f"{', '.join(need)})")
+    n = len(f["name"])
+    short = [key for key in need[:-1] if len(f[key]) != n]
+    if short:
+        raise InputError(f"{path}: dataset(s) {', '.join(short)} do not have one row per sample ({n})")
 
 
 def skipped_entries(path: str | os.PathLike) -> list[tuple[str, str, str]]:
@@ -238,6 +258,7 @@ class PositionMapDataset:
         lengths, names, attrs, layout_bytes = [], [], None, None
         for p in self.paths:
             with open_checked(p) as f:
+                check_fields(f, p)
                 a = read_attrs(f)
                 if attrs is None:
                     attrs, layout_bytes = a, f["uv_layout"][()].tobytes()

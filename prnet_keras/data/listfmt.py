@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from prnet_keras import LABEL_SCALE
-from prnet_keras.data.sources import decode_image
+from prnet_keras.data.images import MAX_IMAGE_PIXELS, decode_image
 from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout, estimate_pose_para, from_image
@@ -135,7 +135,7 @@ def _row(entry: ListEntry, layout: UVLayout, settings: dict) -> dict[str, Any]:
     data = Path(entry.image_path).read_bytes() if Path(entry.image_path).is_file() else None
     if data is None:
         raise InputError(f"{entry.image_path}: crop image not found")
-    crop = decode_image(data, entry.name)
+    crop = decode_image(data, entry.name, settings["max_image_pixels"])
     if crop.shape[:2] != (r, r):
         raise InputError(f"{entry.image_path}: crop is {crop.shape[1]}x{crop.shape[0]}, expected {r}x{r}")
     pmap = load_map(entry.map_path, r)
@@ -186,7 +186,7 @@ def build_list_hdf5(source: str | os.PathLike, out: str | os.PathLike, uv_data: 
                     buildmode: str = "train", store: str = "crops", workers: int = 1, shard=None,
                     limit: int | None = None, jpeg_quality: int = 95, resume: bool = False, overwrite: bool = False,
                     crop_format: str = "jpeg", compression: str = "gzip", commit_every: int = 64,
-                    progress: bool = False, rotate=None) -> Any:
+                    progress: bool = False, rotate=None, max_image_pixels: int = MAX_IMAGE_PIXELS) -> Any:
     """Build a position-map HDF5 file from a list (module docstring); a :class:`BuildSummary`."""
     from prnet_keras.data.build import _settings, parse_shard, run_build, shard_slice
     from prnet_keras.geometry import load_uv_layout
@@ -211,7 +211,7 @@ def build_list_hdf5(source: str | os.PathLike, out: str | os.PathLike, uv_data: 
     entries = entries[shard_slice(len(entries), shard_t)]
     layout = load_uv_layout(uv_data, None)
     settings = _settings(list_path, "list", "", uv_data, buildmode, store, crop_format, 0, jpeg_quality, shard_t,
-                         limit, len(entries), commit_every, compression)
+                         limit, len(entries), commit_every, compression, max_image_pixels=max_image_pixels)
     attrs = {
         "store": "crops", "crop_format": settings["crop_format"], "compression": compression, "buildmode": buildmode,
         "source_layout": "list", "seed": 0, "shard": settings["shard"], "model_name": "", "model_spec": "",

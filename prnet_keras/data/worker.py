@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from prnet_keras.data.gt import VERTEX_GROUP, GroundTruthMaker, sample_rng, warp_crop
+from prnet_keras.data.images import decode_image
 from prnet_keras.data.rotate import rotate_for_build
-from prnet_keras.data.sources import SampleRef, decode_image, load_mat_bytes, read_sample_bytes
+from prnet_keras.data.sources import SampleRef, load_mat_bytes, read_sample_bytes
 from prnet_keras.data.writer import append_rows, create_file, encode_chunk, encode_jpeg
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import MorphableModel, UVLayout, load_morphable_model
@@ -74,8 +75,8 @@ def build_chunk(task: tuple[int, list[SampleRef], str]) -> tuple[int, int, list,
     clock = _clock()
     for ref in refs:
         try:
-            img_bytes, mat_bytes = read_sample_bytes(ref)
-            image = decode_image(img_bytes, ref.name)
+            img_bytes, mat_bytes = read_sample_bytes(ref, settings["max_image_pixels"])
+            image = decode_image(img_bytes, ref.name, settings["max_image_pixels"])
             fit = maker.parse(load_mat_bytes(mat_bytes, ref.name), ref.name)
             image, fit, img_bytes = rotate_for_build(ref, image, fit, img_bytes, settings)  # --rotate
             loaded.append((ref, img_bytes, image, fit))
@@ -117,6 +118,7 @@ def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) ->
     kpts = maker.keypoints(vertices, fit, h)
     rng = sample_rng(settings["seed"], ref.name) if settings["buildmode"] == "train" else None
     transform = maker.crop_of(kpts, rng)
+    maker.check_placement(kpts, image.shape, transform)
     kpt68 = fit.pt3d_68 if fit.pt3d_68 is not None else kpts
     gt = {"transform": transform, "kpt68": np.asarray(kpt68, np.float32), "image_size": image.shape[:2]}
     crop_v = maker.crop_vertices(vertices, fit, h, transform) if settings["store"] == "crops" else None
@@ -124,6 +126,7 @@ def _one_sample(maker, settings, ref, img_bytes, image, fit, vertices, times) ->
     if crop_v is not None:
         gt["position_map"] = maker.position_map(crop_v)
         gt["crop"] = warp_crop(image, transform, maker.resolution)
+        maker.check_crop(gt["crop"])
     t2 = _clock()
     row = _encode_row(ref, gt, settings, img_bytes, fit)
     t3 = _clock()

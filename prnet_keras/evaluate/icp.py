@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.errors import InputError
 
 Backend = Literal["open3d", "scipy", "simpleicp"]
@@ -152,6 +153,7 @@ def _scipy_icp(
     prev = np.inf
     rmse, fitness, it = np.inf, 0.0, 0
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported after the loop
+        check_cancelled()  # a cancelled server request stops between iterations
         moved = src @ rot.T + t
         dist, idx = tree.query(moved, distance_upper_bound=max_distance, workers=-1)
         ok = np.isfinite(dist)
@@ -254,6 +256,7 @@ def icp(
         max_distance = 0.1 * float(np.linalg.norm(dst.max(0) - dst.min(0)))
     t0 = dst.mean(0) - src.mean(0) if init_centroids else np.zeros(3)
     moved = src + t0
+    check_cancelled()  # the scipy backend checks again every iteration; open3d runs as one call
     if backend == "open3d":
         res = _open3d_icp(moved, dst, dst_normals, method, max_distance, max_iter, tol)
     elif backend == "simpleicp":

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.errors import InputError
 
 Normalizer = Literal["bbox", "diagonal", "interocular"]
@@ -129,6 +130,9 @@ def alignment_nme(
     return nme2, nme3
 
 
+QUERY_CHUNK = 2048  # nearest-point queries per call (far-away queries can cost ~0.3 ms each)
+
+
 def nearest_distances(query: np.ndarray, target: np.ndarray, backend: str = "open3d") -> np.ndarray:
     """(n,) distance from each query point (n, d) to its nearest target point (m, d), d = 2 or 3.
 
@@ -148,11 +152,16 @@ def nearest_distances(query: np.ndarray, target: np.ndarray, backend: str = "ope
         def pad(a: np.ndarray) -> np.ndarray:
             return a if a.shape[1] == 3 else np.concatenate([a, np.zeros((len(a), 1))], 1)
 
+        check_cancelled()  # one library call: a cancelled server request stops before it
         a = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pad(q)))
         b = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pad(t)))
         return np.asarray(a.compute_point_cloud_distance(b))
     uq, inv = np.unique(q, axis=0, return_inverse=True)
-    d, _ = cKDTree(t).query(uq, workers=-1)
+    tree = cKDTree(t)
+    d = np.empty(len(uq))
+    for start in range(0, len(uq), QUERY_CHUNK):  # in chunks: a cancelled server request stops between them
+        check_cancelled()
+        d[start:start + QUERY_CHUNK] = tree.query(uq[start:start + QUERY_CHUNK], workers=-1)[0]
     return d[inv.reshape(-1)]
 
 

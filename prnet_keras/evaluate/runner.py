@@ -113,12 +113,15 @@ def score_batch(gt: GroundTruthBatch, pred: Predictions, layout: UVLayout, setti
         dims = tuple(d for d, m in ((2, "reconstruction_2d"), (3, "reconstruction_3d")) if m in want)
 
         def one(i: int) -> None:
-            m = mask[i]
+            m = mask[i] & np.isfinite(gt_dense[i]).all(-1)
             if m.sum() >= 6:
-                r2[i], r3[i] = reconstruction_nme(
-                    pred.dense[i][m], gt_dense[i][m], rnorm[i], None if normals is None else normals[i][m],
-                    settings.icp, settings.icp_method, settings.icp_points, dims,
-                )
+                try:
+                    r2[i], r3[i] = reconstruction_nme(
+                        pred.dense[i][m], gt_dense[i][m], rnorm[i], None if normals is None else normals[i][m],
+                        settings.icp, settings.icp_method, settings.icp_points, dims,
+                    )
+                except InputError:  # a degenerate point set (e.g. all points equal): not scorable
+                    pass
 
         # images are independent and numpy / cKDTree / open3d release the GIL: use the cores
         list(_pool(settings.workers).map(one, range(b)))

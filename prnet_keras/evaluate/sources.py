@@ -59,6 +59,23 @@ def _stack(items: list[dict[str, Any]], index: list[int]) -> GroundTruthBatch:
     )
 
 
+def _non_finite(batch: GroundTruthBatch) -> dict[int, str]:
+    """{row: reason} of the samples whose position map, landmarks or transform are not all finite."""
+    out: dict[int, str] = {}
+    for field in ("maps", "kpt68", "transforms"):
+        values = getattr(batch, field)
+        rows = ~np.isfinite(values.reshape(len(values), -1).sum(axis=1))
+        for i in np.flatnonzero(rows):
+            out.setdefault(int(i), f"{'position_map' if field == 'maps' else field.rstrip('s')} holds NaN or "
+                                   "infinite values")
+    return out
+
+
+def _take(batch: GroundTruthBatch, rows: list[int]) -> GroundTruthBatch:
+    return GroundTruthBatch([batch.names[i] for i in rows], **{f: getattr(batch, f)[rows] for f in
+                            ("crops", "maps", "transforms", "kpt68", "yaw", "image_size", "index")})
+
+
 class HDF5Source:
     """Ground truth from HDF5 file(s) written by ``build_dataset.py`` (any store mode).
 
@@ -85,20 +102,34 @@ class HDF5Source:
         return len(self.dataset)
 
     def read(self, indices: Sequence[int]) -> tuple[GroundTruthBatch | None, list[tuple[str, str]]]:
-        """(batch of the readable samples or None, [(name, reason)] of the unreadable ones)."""
+        """(batch of the readable samples or None, [(name, reason)] of the unreadable ones).
+
+        A sample that cannot be read, or whose map, landmarks or transform hold NaN or
+        infinite values, is a failed row: it never enters a statistic or stops the run.
+        """
         try:
-            return self._batch(list(indices)), []
+            batch = self._batch(list(indices))
         except (PRNetError, OSError, ValueError, KeyError):
-            pass  # isolate the bad sample(s): read one by one
-        items, idx, failed = [], [], []
+            batch = None  # isolate the bad sample(s): read one by one
+        if batch is not None:
+            bad = _non_finite(batch)
+            if not bad:
+                return batch, []
+            keep = [i for i in range(len(batch.names)) if i not in bad]
+            failed = [(batch.names[i], f"unusable: {bad[i]}") for i in sorted(bad)]
+            return (_take(batch, keep) if keep else None), failed
+        items, failed = [], []
         for i in indices:
             try:
                 b = self._batch([i])
             except (PRNetError, OSError, ValueError, KeyError) as exc:
                 failed.append((self.names[i], f"unreadable: {exc}"))
                 continue
+            bad = _non_finite(b)
+            if bad:
+                failed.append((self.names[i], f"unusable: {bad[0]}"))
+                continue
             items.append(b)
-            idx.append(i)
         if not items:
             return None, failed
         return GroundTruthBatch(
@@ -144,6 +175,7 @@ class FolderSource:
                     raise InputError(f"{ref.name}: image has no .mat")
                 image, mat = read_sample(ref)
                 gt = self.maker.make(image, self.maker.parse(mat, ref.name))
+                self.maker.check_crop(gt["crop"])
                 if not np.isfinite(gt["position_map"]).all() or not np.isfinite(gt["kpt68"]).all():
                     raise InputError(f"{ref.name}: ground truth has non-finite values")
             except (PRNetError, OSError, ValueError) as exc:
@@ -253,11 +285,14 @@ class FolderPredictor:
     def _load(self, path: Path, gt: GroundTruthBatch, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         r, n = self.layout.resolution, self.layout.n_vertices
         if path.suffix == ".npy":
-            try:
-                a = np.load(path, allow_pickle=False)
+            try:  # memory-mapped: the declared shape is checked against the file before any copy
+                a = np.load(path, allow_pickle=False, mmap_mode="r")
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read .npy ({exc})") from None
-            a = np.asarray(a, np.float64)
+            if a.shape not in ((r, r, 3), (n, 3), (68, 3)):
+                raise InputError(f"{path}: expected ({r},{r},3) crop-frame map, ({n},3) or (68,3) image-frame points, "
+                                 f"got {a.shape}")
+            a = np.array(a, np.float64)
             if a.shape == (r, r, 3):
                 k, d = _from_maps(a[None], _one(gt, i), self.layout)
                 return k[0], d[0]
@@ -267,12 +302,9 @@ class FolderPredictor:
                 return a, None
             raise InputError(f"{path}: expected ({r},{r},3) crop-frame map, ({n},3) or (68,3) image-frame points, "
                              f"got {a.shape}")
-        import scipy.io
+        from prnet_keras.matfile import read_mat_file
 
-        try:
-            mat = scipy.io.loadmat(path)
-        except Exception as exc:  # noqa: BLE001 - scipy raises many types for corrupt files
-            raise InputError(f"{path}: cannot read .mat ({exc})") from None
+        mat = read_mat_file(path)  # declared array sizes checked before anything is allocated
         if "vertices" not in mat:
             raise InputError(f"{path}: PRNet-keras mesh .mat needs key 'vertices' (N x 3, y up)")
         v = np.asarray(mat["vertices"], np.float64)

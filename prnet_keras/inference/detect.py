@@ -132,16 +132,8 @@ class MTCNNDetector:
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         # Big photos are searched at most max_side pixels wide (the image pyramid's cost grows
         # with the area); boxes and points are scaled back to the full image.
-        h, w = image_rgb.shape[:2]
-        min_face = self.min_face_size
-        scale = 1.0
-        if self.max_side and max(h, w) > self.max_side:
-            import cv2
-
-            scale = self.max_side / max(h, w)
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image_rgb = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA)
-            min_face = max(12.0, min_face * scale)
+        image_rgb, scale = _downscaled(image_rgb, self.max_side)
+        min_face = self.min_face_size if scale == 1.0 else max(12.0, self.min_face_size * scale)
         if min(image_rgb.shape[:2]) < min_face:
             return []  # no face of min_face_size fits
         with self._lock:
@@ -159,13 +151,29 @@ class MTCNNDetector:
         return sorted(out, key=lambda d: -(d.score or 0.0))
 
 
+def _downscaled(image_rgb: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """(image at most ``max_side`` pixels on its long side, scale applied); the search cost of
+    a detector grows with the area, faces are found as well at that size."""
+    h, w = image_rgb.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return image_rgb, 1.0
+    import cv2
+
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA), scale
+
+
 class OpenCVDetector:
     """OpenCV Haar cascade (frontal faces, shipped with opencv); no scores (None).
 
-    min_face_size: smallest face searched, pixels (the cascade's ``minSize``).
+    min_face_size: smallest face searched, pixels (the cascade's ``minSize``, in the
+    original image). ``CascadeClassifier`` is not thread-safe (concurrent ``detectMultiScale``
+    calls on one object corrupt its scale data, then memory): each thread gets its own,
+    loaded from the same XML. Images larger than ``max_side`` are searched downscaled.
     """
 
-    def __init__(self, min_face_size: int = 40) -> None:
+    def __init__(self, min_face_size: int = 40, max_side: int | None = 1280) -> None:
         import cv2
 
         # OpenCV 5 moved the Haar cascades (class and XML files) out of the main wheel.
@@ -176,38 +184,59 @@ class OpenCVDetector:
                 f"detector 'opencv': this OpenCV {cv2.__version__} has no Haar cascades "
                 "(removed in OpenCV 5; install opencv-python-headless<5); use --detector mtcnn"
             )
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():  # pragma: no cover - broken opencv install
-            raise InputError(f"detector 'opencv': cannot load the Haar cascade {path}")
         if int(min_face_size) < 1:
             raise InputError(f"min_face_size: expected >= 1 pixel, got {min_face_size}")
+        self._path = path
+        self._local = threading.local()
+        self._cascade()  # fail here, not in a request, when the XML does not load
         self.min_face_size = int(min_face_size)
+        self.max_side = max_side
+
+    def _cascade(self):
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            import cv2
+
+            cascade = cv2.CascadeClassifier(self._path)
+            if cascade.empty():  # pragma: no cover - broken opencv install
+                raise InputError(f"detector 'opencv': cannot load the Haar cascade {self._path}")
+            self._local.cascade = cascade
+        return cascade
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         import cv2
 
-        gray = cv2.equalizeHist(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
-        rects = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(self.min_face_size,) * 2)
-        boxes = [np.array([x, y, x + w, y + h], np.float64) for x, y, w, h in np.asarray(rects).reshape(-1, 4)]
+        small, scale = _downscaled(image_rgb, self.max_side)
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        min_size = max(8, round(self.min_face_size * scale))
+        rects = self._cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_size,) * 2)
+        boxes = [np.array([x, y, x + w, y + h], np.float64) / scale for x, y, w, h in np.asarray(rects).reshape(-1, 4)]
         boxes.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
         return [Detection(b, None, "opencv") for b in boxes]
 
 
 class DlibDetector:
-    """dlib's HOG frontal face detector, when the ``dlib`` package is installed."""
+    """dlib's HOG frontal face detector, when the ``dlib`` package is installed (one per thread:
+    dlib documents its detectors as not thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_side: int | None = 1280) -> None:
         try:
             import dlib
         except ImportError:
             raise InputError(
                 "detector 'dlib': the dlib package is not installed (pip install dlib); use mtcnn or opencv instead"
             ) from None
-        self._detector = dlib.get_frontal_face_detector()
+        self._dlib = dlib
+        self._local = threading.local()
+        self.max_side = max_side
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
-        rects = self._detector(image_rgb, 1)
-        return [Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64), None, "dlib")
+        detector = getattr(self._local, "detector", None)
+        if detector is None:
+            detector = self._local.detector = self._dlib.get_frontal_face_detector()
+        small, scale = _downscaled(image_rgb, self.max_side)
+        rects = detector(small, 1)
+        return [Detection(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64) / scale, None, "dlib")
                 for r in rects]
 
 
@@ -238,25 +267,43 @@ def get_detector(name: str | Callable, min_confidence: float = 0.9, min_face_siz
         return _CACHE[key]
 
 
+# Given boxes and landmarks may reach past the image (a face at its border) by this many
+# image sizes, no further: beyond, the crop would be mostly outside and its maths degenerate.
+COORD_MARGIN = 1.0
+MIN_BOX_PX = 2.0
+
+
+def _check_in_image(lo: np.ndarray, hi: np.ndarray, image_shape: tuple[int, ...], what: str, field: str) -> None:
+    h, w = image_shape[:2]
+    m = COORD_MARGIN
+    if np.any(lo < [-m * w, -m * h]) or np.any(hi > [(1 + m) * w, (1 + m) * h]):
+        raise InputError(f"{field}: {what} reaches x {lo[0]:.6g}..{hi[0]:.6g}, y {lo[1]:.6g}..{hi[1]:.6g}, too far "
+                         f"outside the {w}x{h} image (at most {m:g} image size beyond each border)")
+    if hi[0] < 0 or hi[1] < 0 or lo[0] > w - 1 or lo[1] > h - 1:
+        raise InputError(f"{field}: {what} lies outside the {w}x{h} image")
+    if min(hi[0] - lo[0], hi[1] - lo[1]) < MIN_BOX_PX:
+        raise InputError(f"{field}: {what} is smaller than {MIN_BOX_PX:g} pixels")
+
+
 def detections_from_boxes(boxes: np.ndarray | list, image_shape: tuple[int, ...]) -> list[Detection]:
-    """User boxes (K, 4) [left, top, right, bottom] -> detections; validated against the image."""
+    """User boxes (K, 4) [left, top, right, bottom] -> detections; validated against the image
+    (finite, right > left, bottom > top, at least MIN_BOX_PX, within COORD_MARGIN of it)."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim == 1:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
         raise InputError(f"boxes: expected (K, 4) finite [left, top, right, bottom] values, got shape {b.shape}")
-    h, w = image_shape[:2]
     for box in b:
         l, t, r, bt = box
         if r <= l or bt <= t:
             raise InputError(f"boxes: box {box.tolist()} has right <= left or bottom <= top")
-        if r < 0 or bt < 0 or l > w - 1 or t > h - 1:
-            raise InputError(f"boxes: box {box.tolist()} lies outside the {w}x{h} image")
+        _check_in_image(box[:2], box[2:], image_shape, f"box {box.tolist()}", "boxes")
     return [Detection(box.copy(), None, "box") for box in b]
 
 
-def detections_from_landmarks(landmarks: np.ndarray | list) -> list[Detection]:
-    """Given landmarks (68, 2|3) or (K, 68, 2|3) (also (2|3, 68) per face) -> detections."""
+def detections_from_landmarks(landmarks: np.ndarray | list, image_shape: tuple[int, ...] | None = None) -> list[Detection]:
+    """Given landmarks (68, 2|3) or (K, 68, 2|3) (also (2|3, 68) per face) -> detections;
+    with ``image_shape`` validated against the image like boxes."""
     a = np.asarray(landmarks, dtype=np.float64)
     if a.ndim == 2:
         a = a[None]
@@ -266,7 +313,9 @@ def detections_from_landmarks(landmarks: np.ndarray | list) -> list[Detection]:
         raise InputError(f"landmarks: expected (68, 2|3) or (K, 68, 2|3) finite points, "
                          f"got shape {np.shape(landmarks)}")
     out = []
-    for k in a:
+    for i, k in enumerate(a):
         lo, hi = k[:, :2].min(0), k[:, :2].max(0)
+        if image_shape is not None:
+            _check_in_image(lo, hi, image_shape, f"face {i}'s 68 points", "landmarks")
         out.append(Detection(np.array([lo[0], lo[1], hi[0], hi[1]]), None, "landmarks", k.copy()))
     return out

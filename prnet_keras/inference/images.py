@@ -1,8 +1,9 @@
 """Reading and normalising input images to RGB uint8 (H, W, 3).
 
-Anything a user may hand over goes through :func:`to_rgb_uint8`: grayscale (H, W) or
-(H, W, 1), RGB/BGR, RGBA/BGRA (alpha dropped), uint8, uint16 (16-bit PNG/TIFF, scaled by
-1/257), float in [0, 1] or [0, 255]. Anything else raises :class:`InputError` naming the
+Files and encoded bytes are decoded by ``data.images`` (the one decoder: EXIF orientation
+applied, pixel count checked before decoding). Arrays a user hands over go through
+:func:`to_rgb_uint8`: grayscale (H, W) or (H, W, 1), RGB/BGR, RGBA/BGRA (alpha dropped),
+uint8, uint16 (16-bit PNG/TIFF, scaled by 1/257), float in [0, 1] or [0, 255]. Anything else raises :class:`InputError` naming the
 source and what was expected.
 """
 
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from prnet_keras.data.images import MAX_IMAGE_PIXELS, decode_image, read_image_file
 from prnet_keras.errors import InputError
+
+__all__ = ["IMAGE_SUFFIXES", "decode_image", "list_images", "load_image", "to_rgb_uint8"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -58,27 +61,10 @@ def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
     raise InputError(f"{name}: unsupported image dtype {a.dtype} (expected uint8, uint16 or float)")
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, BMP, TIFF, ...) -> RGB uint8 (H, W, 3)."""
-    if not data:
-        raise InputError(f"{name}: empty image data")
-    buf = np.frombuffer(data, np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise InputError(f"{name}: cannot decode image (not a JPEG/PNG/BMP/TIFF file, or truncated)")
-    return to_rgb_uint8(img, color_order="bgr", name=name)
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file -> RGB uint8 (H, W, 3); :class:`InputError` when missing or unreadable."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: image file not found")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read image ({exc.strerror or exc})") from None
-    return decode_image(data, name=str(p))
+def load_image(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file -> upright RGB uint8 (H, W, 3) (``data.images.read_image_file``);
+    :class:`InputError` naming the file when missing, unreadable or above ``max_pixels``."""
+    return read_image_file(path, max_pixels)
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import CropConfig, UVLayout, crop_transform
 from prnet_keras.inference.detect import (
@@ -175,9 +176,10 @@ class Predictor:
         timings["load"] = time.perf_counter() - t0
         dets_per_image: list[list[Detection]] = []
         for i, img in enumerate(rgb):
+            check_cancelled()  # stops here once a server request is cancelled (no-op elsewhere)
             t0 = time.perf_counter()
             if landmarks is not None and landmarks[i] is not None:
-                dets = detections_from_landmarks(landmarks[i])
+                dets = detections_from_landmarks(landmarks[i], img.shape)
             elif boxes is not None and boxes[i] is not None:
                 dets = detections_from_boxes(boxes[i], img.shape)
             else:
@@ -193,12 +195,14 @@ class Predictor:
                 crops.append(c)
                 transforms.append(t)
         timings["crop"] = time.perf_counter() - t0
+        check_cancelled()
         t0 = time.perf_counter()
         maps = self.run_network(np.stack(crops)) if crops else np.empty((0,))
         timings["network"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         out: list[list[Face]] = [[] for _ in rgb]
         for (i, d), pm, t in zip(owners, maps, transforms):
+            check_cancelled()
             out[i].append(face_from_position_map(pm, t, self.layout, rgb[i], detection=d))
         timings["postprocess"] = time.perf_counter() - t0
         self.last_timings = timings

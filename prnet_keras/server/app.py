@@ -24,7 +24,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prnet_keras.server import compat, native
-from prnet_keras.server.codec import ApiError
+from prnet_keras.server.codec import ApiError, json_depth
 from prnet_keras.server.pool import InferencePool
 from prnet_keras.server.responses import JSONSafeResponse, error_response
 from prnet_keras.server.service import FaceService
@@ -48,8 +48,16 @@ def _field_from_loc(loc: tuple) -> str | None:
     return out or None
 
 
+# Routes whose body must be JSON (FastAPI would otherwise answer a wrong type with a 422
+# "field required"): anything else is 415.
+JSON_ROUTES = ("/predict", "/extract", "/evaluate")
+
+
 class LimitsMiddleware:
-    """Pure ASGI: 413 on a declared or streamed body larger than the limit; 401 without the key."""
+    """Pure ASGI, before any route: 401 without the key; 413 on a body larger than the limit
+    (declared, or counted while a chunked body streams in: it is read here, whole, and
+    replayed to the route); 415 for a non-JSON body on the JSON routes; 422 for JSON nested
+    deeper than ``max_json_depth``."""
 
     def __init__(self, app: Callable, settings: ServerSettings) -> None:
         self.app = app
@@ -61,7 +69,8 @@ class LimitsMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
-        if self.settings.api_key and not _is_public(path) and scope.get("method") != "OPTIONS":
+        method = scope.get("method", "GET")
+        if self.settings.api_key and not _is_public(path) and method != "OPTIONS":
             if not _key_ok(headers, self.settings.api_key):
                 await error_response(401, "unauthorized",
                                      "missing or wrong API key (send X-API-Key or Authorization: Bearer)",
@@ -78,18 +87,43 @@ class LimitsMiddleware:
                 await error_response(413, "too_large", f"request body of {declared} bytes exceeds the limit {limit}",
                                      "body")(scope, receive, send)
                 return
-        seen = 0
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        if method not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if path in JSON_ROUTES and ctype and not (ctype == "application/json" or ctype.endswith("+json")):
+            await error_response(415, "unsupported_media_type", f"Content-Type {ctype!r}: this route takes "
+                                 "application/json", "Content-Type")(scope, receive, send)
+            return
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:  # chunked uploads without Content-Length
-                    raise ApiError(413, "too_large", f"request body exceeds the limit {limit} bytes", "body")
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:  # chunked uploads without Content-Length
+                await error_response(413, "too_large", f"request body exceeds the limit {limit} bytes",
+                                     "body")(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if (not ctype or "json" in ctype) and json_depth(body) > self.settings.max_json_depth:
+            await error_response(422, "invalid_json", f"body: JSON nested deeper than {self.settings.max_json_depth} "
+                                 "levels", "body")(scope, receive, send)
+            return
+        replayed = False
 
-        await self.app(scope, limited_receive, send)
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only http.disconnect, when the client leaves
+
+        await self.app(scope, replay, send)
 
 
 def _is_public(path: str) -> bool:
@@ -126,8 +160,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(_req: Request, exc: Exception) -> Response:
-        log.exception("unhandled server error")
+    async def _unexpected(req: Request, exc: Exception) -> Response:
+        # the boundary of last resort: bad input never gets here (every input is checked first)
+        log.error("unhandled server error in %s %s", req.method, req.url.path, exc_info=exc)
         return error_response(500, "internal_error", f"internal error ({exc.__class__.__name__}); see the server log")
 
 

@@ -30,7 +30,7 @@ class BatchingForward:
     call of a batch waits for company. ``name`` and ``layout`` mirror the wrapped network.
     """
 
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_batch: int = 16, window_s: float = 0.004,
+    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], max_batch: int = 8, window_s: float = 0.004,
                  name: str | None = None, layout: Any = None) -> None:
         self._forward = forward
         self.max_batch = max(1, int(max_batch))
@@ -90,7 +90,7 @@ class BatchingForward:
                 start += len(x)
 
 
-def batched_predictor(predictor: Any, window_ms: float, max_batch: int = 16) -> Any:
+def batched_predictor(predictor: Any, window_ms: float, max_batch: int = 8) -> Any:
     """A Predictor like ``predictor`` whose network calls are micro-batched across threads.
 
     Uses only the Predictor's public API: the batcher's forward is ``predictor.run_network``
@@ -101,6 +101,7 @@ def batched_predictor(predictor: Any, window_ms: float, max_batch: int = 16) -> 
     batcher = BatchingForward(lambda x: predictor.run_network(x * np.float32(255.0)), max_batch=max_batch,
                               window_s=window_ms / 1000.0, name=getattr(predictor.network, "name", None),
                               layout=None)
-    return Predictor(batcher, predictor.layout, batch_size=max(predictor.batch_size, max_batch),
+    # requests hand the batcher at most max_batch crops at a time, so no network call is larger
+    return Predictor(batcher, predictor.layout, batch_size=max_batch,
                      detector=predictor.detector, min_confidence=predictor.min_confidence,
                      min_face_size=predictor.min_face_size, crop_config=predictor.crop_config)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
-import warnings
 from typing import Any
 
 import numpy as np
 
+from prnet_keras.errors import InputError, LimitError
+
 _B64_CHARS = re.compile(rb"^[A-Za-z0-9+/=_\-\s]*$")
 _DATA_URL = re.compile(r"^data:[\w/+.\-]*(;[\w=\-]+)*;base64,", re.IGNORECASE)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 class ApiError(Exception):
@@ -59,58 +60,48 @@ def encode_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def decode_image(data: bytes, field: str, max_pixels: int) -> np.ndarray:
-    """Encoded image bytes (JPEG, PNG, BMP, WebP, TIFF...) -> (H, W, 3) uint8 RGB.
+def decode_image(data: bytes, field: str, max_pixels: int, min_side: int = 8) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB through the project's one decoder
+    (``data.images``: pixel count checked from the header before decoding, EXIF orientation
+    applied); 413 above ``max_pixels``, 422 for anything unreadable or under ``min_side``."""
+    from prnet_keras.data.images import decode_image as decode
 
-    The pixel count is checked from the header before decoding, so a small file that
-    inflates to a huge bitmap is refused without allocating it. Grey images become RGB;
-    alpha is dropped. EXIF orientation is applied (phone photos).
+    try:
+        rgb = decode(data, field, max_pixels)
+    except LimitError as exc:
+        raise ApiError(413, "image_too_large", str(exc), field) from None
+    except InputError as exc:
+        raise ApiError(422, "invalid_image", str(exc), field) from None
+    if min(rgb.shape[:2]) < min_side:
+        raise ApiError(422, "invalid_image", f"{field}: image is {rgb.shape[1]}x{rgb.shape[0]} pixels, expected at "
+                       f"least {min_side}x{min_side}", field)
+    return rgb
+
+
+def decode_mat(data: bytes, field: str, max_bytes: int) -> dict[str, np.ndarray]:
+    """MATLAB .mat bytes (v4/v5/v7; not v7.3 HDF5) -> dict of arrays without the ``__header__`` keys.
+
+    Read by ``prnet_keras.matfile.load_mat``: the arrays' declared sizes are checked against
+    ``max_bytes`` before anything is inflated or allocated (413 above it, 422 when unreadable).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from prnet_keras.matfile import load_mat
 
-    if not data:
-        raise ApiError(422, "invalid_image", f"{field}: empty image", field)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ApiError(413, "image_too_large",
-                               f"{field}: image has {w}x{h} pixels, more than the limit {max_pixels}", field)
-            if w < 8 or h < 8:
-                raise ApiError(422, "invalid_image", f"{field}: image is {w}x{h} pixels, expected at least 8x8", field)
-            img = ImageOps.exif_transpose(img)
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except ApiError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ApiError(413, "image_too_large", f"{field}: image has more pixels than the limit {max_pixels}",
-                       field) from None
-    except UnidentifiedImageError as exc:
-        raise ApiError(422, "invalid_image", f"{field}: not a readable image ({exc.__class__.__name__})",
-                       field) from None
-    except Exception as exc:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
-        raise ApiError(422, "invalid_image", f"{field}: image data is corrupt or truncated ({exc.__class__.__name__})",
-                       field) from None
-    return np.ascontiguousarray(rgb)
+        return load_mat(data, field, max_bytes)
+    except LimitError as exc:
+        raise ApiError(413, "mat_too_large", str(exc), field) from None
+    except InputError as exc:
+        raise ApiError(422, "invalid_mat", str(exc), field) from None
 
 
-def decode_mat(data: bytes, field: str) -> dict[str, np.ndarray]:
-    """MATLAB .mat bytes (v4/v5/v7; not v7.3 HDF5) -> dict of arrays without the ``__header__`` keys."""
-    import scipy.io
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays / objects in a JSON text, without parsing it (strings skipped).
 
-    if not data:
-        raise ApiError(422, "invalid_mat", f"{field}: empty .mat file", field)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mat = scipy.io.loadmat(io.BytesIO(data))
-    except NotImplementedError:
-        raise ApiError(422, "invalid_mat", f"{field}: MATLAB v7.3 (HDF5) .mat files are not supported; save with -v7",
-                       field) from None
-    except Exception as exc:  # scipy raises many kinds (ValueError, TypeError, struct.error, ...) on junk
-        raise ApiError(422, "invalid_mat", f"{field}: not a readable .mat file ({exc.__class__.__name__}: {exc})",
-                       field) from None
-    return {k: v for k, v in mat.items() if not k.startswith("__")}
-
+    Python's parser recurses per level: a body nested a thousand deep would raise
+    RecursionError deep inside a route; this refuses it first, in linear time.
+    """
+    if b"[" not in body and b"{" not in body:
+        return 0
+    a = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
+    step = ((a == 0x5B) | (a == 0x7B)).astype(np.int32) - ((a == 0x5D) | (a == 0x7D))
+    return int(np.cumsum(step).max(initial=0))

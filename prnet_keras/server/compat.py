@@ -21,12 +21,13 @@ import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from prnet_keras.server.pool import run_in_pool
-from prnet_keras.server.codec import ApiError, decode_base64, decode_image, decode_mat, encode_base64
-from prnet_keras.server.service import FaceService, as_list, face_box
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.inference.writers import mesh_mat_bytes
+from prnet_keras.server.codec import ApiError, decode_base64, decode_image, decode_mat
 from prnet_keras.server.meshes import mesh_from_mat
+from prnet_keras.server.pool import run_in_pool
 from prnet_keras.server.scoring import EVALUATION_TYPES
+from prnet_keras.server.service import FaceService, ResponseBudget, as_list, face_box
 from prnet_keras.server.settings import ServerSettings
 
 router = APIRouter(tags=["PRNet-keras compatible"])
@@ -90,72 +91,95 @@ def _image(item_b64: str, field: str, s: ServerSettings) -> np.ndarray:
 
 
 def _mat(item_b64: str, field: str, s: ServerSettings) -> dict:
-    return decode_mat(decode_base64(item_b64, field, s.max_request_bytes), field)
+    return decode_mat(decode_base64(item_b64, field, s.max_request_bytes), field, s.max_mat_bytes)
 
 
-def _check_images(items: list, s: ServerSettings) -> None:
+def _check_counts(items: list, s: ServerSettings, *mat_lists: str) -> None:
+    """Images, mats per image and faces per request within their limits, before anything is decoded."""
     as_list(items, "imageMatList", s.max_images_per_request, "images")
+    faces = 0
+    for i, item in enumerate(items):
+        for name in mat_lists:
+            mats = as_list(getattr(item, name), f"imageMatList[{i}].{name}", s.max_faces_per_image, "mats")
+            if name != "rawPredictMats":
+                faces += sum(1 for m in mats if m)
+    if faces > s.max_faces_per_request:
+        raise ApiError(413, "too_many", f"imageMatList: {faces} mats in one request, the limit is "
+                       f"{s.max_faces_per_request}", "imageMatList")
 
 
-def _mesh_entry(face, mat_type: str) -> dict:
+def _mesh_entry(face, mat_type: str, budget: ResponseBudget, field: str) -> dict:
     """One ``faceMeshList`` entry: the base64 mesh .mat and the face box [cx, cy, size]."""
-    return {"rawMesh": encode_base64(mesh_mat_bytes(face, mat_type)), "faceBB": face_box(face)}
+    return {"rawMesh": budget.b64(mesh_mat_bytes(face, mat_type), field), "faceBB": face_box(face)}
 
 
 def predict_job(service: FaceService, s: ServerSettings, data: InputData) -> dict:
-    _check_images(data.imageMatList, s)
-    out = []
+    _check_counts(data.imageMatList, s, "rawMats")
+    budget = ResponseBudget(s.max_response_bytes)
+    out, n_faces = [], 0
     for i, item in enumerate(data.imageMatList):
         f = f"imageMatList[{i}]"
-        as_list(item.rawMats, f + ".rawMats", s.max_faces_per_image, "mats")
         image = _image(item.rawImage, f + ".rawImage", s)
         given = [(j, m) for j, m in enumerate(item.rawMats) if m]
         if given:
-            kpts = [service.landmarks_for_fit(image, _mat(m, f"{f}.rawMats[{j}]", s), f"{f}.rawMats[{j}]")[:, :2]
-                    for j, m in given]
+            kpts = []
+            for j, m in given:
+                check_cancelled()
+                field = f"{f}.rawMats[{j}]"
+                kpts.append(service.landmarks_for_fit(image, _mat(m, field, s), field)[:, :2])
             faces = service.reconstruct(image, f, s.max_faces_per_image, landmarks=np.stack(kpts))
         else:
             faces = service.reconstruct(image, f + ".rawImage", s.max_faces_per_image)
-        out.append({"faceMeshList": [_mesh_entry(face, data.matType) for face in faces]})
+        n_faces += len(faces)
+        if n_faces > s.max_faces_per_request:
+            raise ApiError(413, "too_many", f"{f}: more than {s.max_faces_per_request} faces found in this request; "
+                           "send fewer images per request", f + ".rawImage")
+        entries = []
+        for face in faces:
+            check_cancelled()
+            entries.append(_mesh_entry(face, data.matType, budget, f))
+        out.append({"faceMeshList": entries})
     return {"imageMeshList": out}
 
 
 def extract_job(service: FaceService, s: ServerSettings, data: InputData) -> dict:
-    _check_images(data.imageMatList, s)
+    _check_counts(data.imageMatList, s, "rawMats")
+    budget = ResponseBudget(s.max_response_bytes)
     out = []
     for i, item in enumerate(data.imageMatList):
         f = f"imageMatList[{i}]"
-        as_list(item.rawMats, f + ".rawMats", s.max_faces_per_image, "mats")
         image = _image(item.rawImage, f + ".rawImage", s)
         faces = []
         for j, m in enumerate(item.rawMats):
+            check_cancelled()
             if not m:
                 faces.append({"rawMesh": "", "faceBB": []})
                 continue
             field = f"{f}.rawMats[{j}]"
             face = service.ground_truth_face(image, _mat(m, field, s), field)
-            faces.append(_mesh_entry(face, data.matType))
+            faces.append(_mesh_entry(face, data.matType, budget, field))
         out.append({"faceMeshList": faces})
     return {"imageMeshList": out}
 
 
 def evaluate_job(service: FaceService, s: ServerSettings, data: InputEvalData) -> dict:
-    _check_images(data.imageMatList, s)
+    _check_counts(data.imageMatList, s, "rawOrgMats", "rawPredictMats")
     out = []
     for i, item in enumerate(data.imageMatList):
         f = f"imageMatList[{i}]"
-        as_list(item.rawOrgMats, f + ".rawOrgMats", s.max_faces_per_image, "mats")
-        as_list(item.rawPredictMats, f + ".rawPredictMats", s.max_faces_per_image, "mats")
         if len(item.rawOrgMats) != len(item.rawPredictMats):
             raise ApiError(422, "invalid_field",
                            f"{f}: rawOrgMats has {len(item.rawOrgMats)} entries but rawPredictMats "
                            f"{len(item.rawPredictMats)}; they are compared pairwise", f + ".rawPredictMats")
+    for i, item in enumerate(data.imageMatList):
+        f = f"imageMatList[{i}]"
         image = _image(item.rawImage, f + ".rawImage", s)
         values = []
         for j, (org, pred) in enumerate(zip(item.rawOrgMats, item.rawPredictMats)):
+            check_cancelled()
             fo, fp = f"{f}.rawOrgMats[{j}]", f"{f}.rawPredictMats[{j}]"
-            gt = service.reference_mesh(image, _mat(org, fo, s), fo)
-            pm = mesh_from_mat(_mat(pred, fp, s), image.shape[0], fp)
+            gt = service.reference_mesh(image, _mat(org, fo, s), fo, s.max_mesh_vertices)
+            pm = mesh_from_mat(_mat(pred, fp, s), image.shape[0], fp, s.max_mesh_vertices)
             values.append({"evalValues": service.evaluate(gt, pm)})
         out.append({"imageEvalValues": values})
     return {"evaluationTypes": list(EVALUATION_TYPES), "evaluationDataList": out}

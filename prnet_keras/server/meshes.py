@@ -55,8 +55,18 @@ def _n_by_3(mat: dict, key: str, field: str, dtype: type) -> np.ndarray:
     return a.astype(dtype)
 
 
-def mesh_from_mat(mat: dict, height: int, field: str) -> Mesh:
-    """A decoded PRNet-keras mesh .mat (normal or dotnet) -> :class:`Mesh` in the image frame."""
+def mesh_from_mat(mat: dict, height: int, field: str, max_vertices: int) -> Mesh:
+    """A decoded PRNet-keras mesh .mat (normal or dotnet) -> :class:`Mesh` in the image frame.
+
+    More than ``max_vertices`` vertices (or 4x as many triangles) is a 413: scoring cost
+    grows with them.
+    """
+    shape = np.shape(mat.get("vertices"))
+    n_declared = max(shape) if len(shape) == 2 and 3 in shape else 0
+    if n_declared > max_vertices:
+        raise ApiError(413, "too_many", f"{field}: mesh .mat has {n_declared} vertices, the limit is {max_vertices}", field)
+    if np.size(mat.get("full_triangles", ())) > 12 * max_vertices:
+        raise ApiError(413, "too_many", f"{field}: mesh .mat has more than {4 * max_vertices} triangles", field)
     v = _n_by_3(mat, "vertices", field, np.float32)
     n = len(v)
     if n < 68:

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 
-from prnet_keras.server.pool import run_in_pool
-from prnet_keras.server.codec import ApiError, decode_base64, decode_image, encode_base64
-from prnet_keras.server.service import FaceService, face_mesh
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.inference.writers import mesh_mat_bytes
+from prnet_keras.server.codec import ApiError, decode_base64, decode_image, json_depth
 from prnet_keras.server.meshes import mesh_json, npy_bytes, obj_bytes, ply_bytes
+from prnet_keras.server.pool import run_in_pool
+from prnet_keras.server.service import FaceService, ResponseBudget, face_mesh
 from prnet_keras.server.settings import ServerSettings
 
 router = APIRouter(tags=["native"])
@@ -117,22 +118,33 @@ def _parse_outputs(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def _json_field(value: Any, field: str) -> Any:
+def _json_field(value: Any, field: str, max_depth: int) -> Any:
     if value is None or not isinstance(value, (str, bytes)):
         return value
+    raw = value.encode("utf-8", "replace") if isinstance(value, str) else value
+    if json_depth(raw) > max_depth:
+        raise ApiError(422, "invalid_field", f"{field}: JSON nested deeper than {max_depth} levels", field)
     try:
         return json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(422, "invalid_field", f"{field}: not valid JSON", field) from None
 
 
-def _points(value: Any, field: str, width: int) -> np.ndarray | None:
-    """Validated numeric nested list -> float64 array, or None."""
+def _points(value: Any, field: str, width: int, limit: int) -> np.ndarray | None:
+    """Validated numeric nested list -> float64 array, or None; at most ``limit`` faces, counted
+    before anything is converted. width 4: boxes [l, t, r, b] (one, or a list); else
+    landmarks (68, 2|3) (one set, or a list of sets)."""
     if value is None:
         return None
+    if not isinstance(value, list) or not value:
+        raise ApiError(422, "invalid_field", f"{field}: expected a non-empty list", field)
+    nested = isinstance(value[0], list) and (width == 4 or (value[0] and isinstance(value[0][0], list)))
+    count = len(value) if nested else 1
+    if count > limit:
+        raise ApiError(413, "too_many", f"{field}: {count} faces, the limit is {limit} per image", field)
     try:
         a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(422, "invalid_field", f"{field}: expected nested lists of numbers", field) from None
     if a.ndim == 0 or a.size == 0 or not np.all(np.isfinite(a)):
         raise ApiError(422, "invalid_field", f"{field}: expected a non-empty array of finite numbers", field)
@@ -145,13 +157,11 @@ def _points(value: Any, field: str, width: int) -> np.ndarray | None:
 def reconstruct_job(service: FaceService, s: ServerSettings, req: dict) -> dict:
     t0 = time.perf_counter()
     raw = req["image"]
+    boxes = _points(req.get("boxes"), "boxes", 4, s.max_faces_per_image)
+    landmarks = _points(req.get("landmarks"), "landmarks", 0, s.max_faces_per_image)
     if isinstance(raw, str):  # JSON body: base64 decoded here, on the worker, not on the event loop
         raw = decode_base64(raw, "image", s.max_request_bytes)
     image = decode_image(raw, "image", s.max_image_pixels)
-    boxes = _points(req.get("boxes"), "boxes", 4)
-    landmarks = _points(req.get("landmarks"), "landmarks", 0)
-    if boxes is not None and len(boxes.reshape(-1, 4)) > s.max_faces_per_image:
-        raise ApiError(413, "too_many", f"boxes: more than {s.max_faces_per_image} faces", "boxes")
     field = "boxes" if boxes is not None else ("landmarks" if landmarks is not None else "image")
     faces = service.reconstruct(image, field, s.max_faces_per_image + 1, boxes=boxes, landmarks=landmarks)
     truncated = len(faces) > s.max_faces_per_image
@@ -159,8 +169,10 @@ def reconstruct_job(service: FaceService, s: ServerSettings, req: dict) -> dict:
     t1 = time.perf_counter()
     outputs = req["outputs"]
     h = image.shape[0]
+    budget = ResponseBudget(s.max_response_bytes)
     out_faces = []
     for idx, face in enumerate(faces):
+        check_cancelled()
         d = face.to_dict()
         item: dict[str, Any] = {"index": idx, "crop_box": d["crop_box"], "detection": d["detection"]}
         if "landmarks" in outputs:
@@ -173,16 +185,17 @@ def reconstruct_job(service: FaceService, s: ServerSettings, req: dict) -> dict:
             item["mesh"] = {"n_vertices": int(len(mesh.vertices)), "n_triangles": int(len(mesh.triangles)),
                             "frame": "y up (y' = height - 1 - y), image pixels"}
             if "mesh_obj" in outputs:
-                item["mesh"]["obj"] = encode_base64(obj_bytes(mesh, h))
+                item["mesh"]["obj"] = budget.b64(obj_bytes(mesh, h), "outputs")
             if "mesh_ply" in outputs:
-                item["mesh"]["ply"] = encode_base64(ply_bytes(mesh, h))
+                item["mesh"]["ply"] = budget.b64(ply_bytes(mesh, h), "outputs")
             if "mesh_mat" in outputs:
-                item["mesh"]["mat"] = encode_base64(mesh_mat_bytes(face, "normal"))
+                item["mesh"]["mat"] = budget.b64(mesh_mat_bytes(face, "normal"), "outputs")
             if "mesh_json" in outputs:
+                budget.take(21 * len(mesh.vertices) + 18 * len(mesh.triangles), "outputs")  # its JSON text
                 item["mesh"]["json"] = mesh_json(mesh, h)
         if "position_map" in outputs:
             item["position_map"] = {"format": "npy", "dtype": "float32", "frame": "image pixels, y down",
-                                    "data": encode_base64(npy_bytes(np.asarray(face.position_map, np.float32)))}
+                                    "data": budget.b64(npy_bytes(np.asarray(face.position_map, np.float32)), "outputs")}
         out_faces.append(item)
     t2 = time.perf_counter()
     return {
@@ -192,42 +205,44 @@ def reconstruct_job(service: FaceService, s: ServerSettings, req: dict) -> dict:
     }
 
 
-async def _read_request(request: Request, s: ServerSettings) -> dict:
-    ctype = request.headers.get("content-type", "")
-    body = await request.body()
+def parse_request(body: bytes, ctype: str, s: ServerSettings) -> dict:
+    """The /v1/reconstruct body (multipart or JSON) -> {image, outputs, boxes, landmarks}; runs on
+    the worker, so large bodies never hold up the event loop."""
     if ctype.lower().startswith("multipart/form-data"):
         fields = parse_multipart(body, ctype)
         if "image" not in fields:
             raise ApiError(422, "missing_field", "image: multipart body has no file field 'image'", "image")
         txt = {k: v.decode("utf-8", "replace") for k, v in fields.items() if k != "image"}
         return {"image": fields["image"], "outputs": _parse_outputs(txt.get("outputs")),
-                "boxes": _json_field(txt.get("boxes"), "boxes"),
-                "landmarks": _json_field(txt.get("landmarks"), "landmarks")}
-    if ctype.lower().startswith("application/json") or not ctype:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(422, "invalid_json", "body: not valid JSON", "body") from None
-        if not isinstance(data, dict):
-            raise ApiError(422, "invalid_json", "body: expected a JSON object", "body")
-        if "image" not in data:
-            raise ApiError(422, "missing_field", "image: missing (base64 string)", "image")
-        if not isinstance(data["image"], str):
-            raise ApiError(422, "invalid_base64",
-                           f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
-        return {"image": data["image"],
-                "outputs": _parse_outputs(data.get("outputs")), "boxes": data.get("boxes"),
-                "landmarks": data.get("landmarks")}
-    raise ApiError(415, "unsupported_media_type",
-                   f"Content-Type {ctype!r}: send multipart/form-data or application/json",
-                   "Content-Type")
+                "boxes": _json_field(txt.get("boxes"), "boxes", s.max_json_depth),
+                "landmarks": _json_field(txt.get("landmarks"), "landmarks", s.max_json_depth)}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(422, "invalid_json", "body: not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_json", "body: expected a JSON object", "body")
+    if "image" not in data:
+        raise ApiError(422, "missing_field", "image: missing (base64 string)", "image")
+    if not isinstance(data["image"], str):
+        raise ApiError(422, "invalid_base64", f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
+    return {"image": data["image"], "outputs": _parse_outputs(data.get("outputs")), "boxes": data.get("boxes"),
+            "landmarks": data.get("landmarks")}
+
+
+def _reconstruct_body(service: FaceService, s: ServerSettings, body: bytes, ctype: str) -> dict:
+    return reconstruct_job(service, s, parse_request(body, ctype, s))
 
 
 @router.post("/v1/reconstruct", summary="Reconstruct the faces of one image", openapi_extra=_RECONSTRUCT_BODY)
 async def reconstruct(request: Request) -> Any:
     s: ServerSettings = request.app.state.settings
-    req = await _read_request(request, s)
-    return await run_in_pool(request, reconstruct_job, request.app.state.service, s, req)
+    ctype = request.headers.get("content-type", "")
+    if ctype and not ctype.lower().startswith(("multipart/form-data", "application/json")):
+        raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype!r}: send multipart/form-data or "
+                       "application/json", "Content-Type")
+    body = await request.body()
+    return await run_in_pool(request, _reconstruct_body, request.app.state.service, s, body, ctype)
 
 
 @router.get("/healthz", summary="Liveness (no API key needed)")

@@ -15,12 +15,19 @@ one image, in percent (NME × 100):
   the mean distance from each aligned predicted vertex to the nearest ground-truth vertex,
   in 3D and in the image plane (x, y: the nearest point in the plane), / the outer
   interocular distance (landmarks 36 and 45, 0-based) of the ground truth.
+
+The ICP motion is estimated on an even subsample of at most 4000 predicted points (scoring
+uses every point), which bounds a request's ICP time whatever mesh it sends. A cancelled
+request (time-out, client gone, server stopping; :mod:`prnet_keras.cancel`) stops between
+the stages here, at every ICP iteration and every chunk of the nearest-point search (scipy
+backend; open3d runs each of those as one library call).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.evaluate.icp import mesh_normals
 from prnet_keras.evaluate.metrics import alignment_nme, normalizer, reconstruction_nme
 from prnet_keras.server.meshes import Mesh
@@ -44,8 +51,10 @@ def evaluate_meshes(gt: Mesh, pred: Mesh, icp_backend: str = "open3d", icp_metho
         values += [float(v[0]) for v in alignment_nme(pred.vertices[None], gt.vertices[None], norm, "min")]
     else:
         values += [np.nan, np.nan]
+    check_cancelled()
     if gt_normals is None and icp_method == "point_to_plane" and len(gt.triangles):
         gt_normals = mesh_normals(gt.vertices, gt.triangles)
+    check_cancelled()
     rnorm = float(normalizer("interocular", gt_kpt)[0])
     values += list(reconstruction_nme(pred.vertices, gt.vertices, rnorm, gt_normals, icp_backend, icp_method))
     return [None if v is None or not np.isfinite(v) else round(float(v), 6) for v in values]

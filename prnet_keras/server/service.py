@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from prnet_keras.errors import PRNetError
-from prnet_keras.server.codec import ApiError
+from prnet_keras.server.codec import ApiError, encode_base64
 from prnet_keras.server.meshes import Mesh, mesh_from_mat
 
 
@@ -142,10 +142,10 @@ class FaceService:
             return pts
         return np.asarray(self._ground_truth(image, mat, field)["kpt68"], np.float64)
 
-    def reference_mesh(self, image: np.ndarray, mat: dict, field: str) -> Mesh:
-        """Ground truth for /evaluate: a mesh .mat as is, or the mesh of a fit .mat."""
+    def reference_mesh(self, image: np.ndarray, mat: dict, field: str, max_vertices: int) -> Mesh:
+        """Ground truth for /evaluate: a mesh .mat as is (at most ``max_vertices``), or the mesh of a fit .mat."""
         if "vertices" in mat:
-            return mesh_from_mat(mat, image.shape[0], field)
+            return mesh_from_mat(mat, image.shape[0], field, max_vertices)
         return face_mesh(self.ground_truth_face(image, mat, field))
 
     def evaluate(self, gt: Mesh, pred: Mesh) -> list[float | None]:
@@ -178,6 +178,24 @@ class FaceService:
             "icp_backend": self.icp_backend,
             "icp_method": self.icp_method,
         }
+
+
+class ResponseBudget:
+    """Bytes an answer may still grow by (meshes are megabytes each); 413 past ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = int(limit), 0
+
+    def take(self, nbytes: int, field: str | None) -> None:
+        self.used += int(nbytes)
+        if self.used > self.limit:
+            raise ApiError(413, "response_too_large", f"the answer would exceed {self.limit} bytes; ask for fewer "
+                           "faces, images or mesh outputs per request", field)
+
+    def b64(self, data: bytes, field: str | None) -> str:
+        """``data`` as base64 text, counted against the budget first."""
+        self.take((len(data) + 2) // 3 * 4, field)
+        return encode_base64(data)
 
 
 def as_list(value: Any, field: str, limit: int, what: str) -> Sequence:

@@ -13,6 +13,7 @@ same data as an uninterrupted one.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ import keras
 import numpy as np
 
 from prnet_keras import LABEL_SCALE
-from prnet_keras.errors import InputError
+from prnet_keras.errors import InputError, PRNetError
 from prnet_keras.geometry.uv import UVLayout
 from prnet_keras.train.augment import AugmentConfig, augment_batch
 
@@ -85,6 +86,8 @@ class AugmentedDataset(keras.utils.PyDataset):
             subset each epoch in train mode.
         sample_weight: optional (N,) per-sample weights returned as the third element.
         workers, use_multiprocessing, max_queue_size: see ``keras.utils.PyDataset``.
+        skip_log: CSV file (name, reason) that samples skipped as unreadable or non-finite
+            are appended to (the trainer passes ``<run>/skipped_samples.csv``).
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class AugmentedDataset(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        skip_log: str | Path | None = None,
     ) -> None:
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if mode not in MODES:
@@ -112,6 +116,8 @@ class AugmentedDataset(keras.utils.PyDataset):
         else:
             self._paths, self._source = None, source
         self._pid = os.getpid()
+        self.skip_log = None if skip_log is None else str(skip_log)
+        self.skipped: dict[int, str] = {}
         if isinstance(augment, AugmentConfig):
             self.augment = augment
         elif mode == "train":
@@ -175,13 +181,63 @@ class AugmentedDataset(keras.utils.PyDataset):
         # Sorted within the batch: HDF5 reads want increasing indices.
         return np.sort(self.order(epoch)[index * self.batch_size:(index + 1) * self.batch_size])
 
+    def _read(self, idx: np.ndarray, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(images, maps, indices) of a batch; a sample that cannot be read or holds non-finite
+        values is skipped (recorded, see :meth:`_skip`) and its place taken by a good sample of
+        the same batch, so batches keep their size and bad data never reaches the loss."""
+        try:
+            data = self.source.read_batch(idx, rng=rng, meta=False)
+            images, maps = data["image"], data["position_map"]
+            bad = np.flatnonzero(~np.isfinite(np.add.reduce(maps.reshape(len(maps), -1), axis=1)))
+            reasons = {int(i): "position_map holds NaN or infinite values" for i in bad}
+        except (PRNetError, OSError, ValueError, KeyError):
+            images, maps, reasons = None, None, {}
+            for b, i in enumerate(idx):  # isolate the unreadable sample(s)
+                try:
+                    one = self.source.read_batch([int(i)], rng=rng, meta=False)
+                except (PRNetError, OSError, ValueError, KeyError) as exc:
+                    reasons[b] = f"unreadable: {exc}"
+                    continue
+                if images is None:
+                    images = np.zeros((len(idx),) + one["image"].shape[1:], one["image"].dtype)
+                    maps = np.zeros((len(idx),) + one["position_map"].shape[1:], np.float32)
+                images[b], maps[b] = one["image"][0], one["position_map"][0]
+                if not np.isfinite(maps[b].sum()):
+                    reasons[b] = "position_map holds NaN or infinite values"
+        if not reasons:
+            return images, maps, idx
+        good = [b for b in range(len(idx)) if b not in reasons]
+        for b, why in reasons.items():
+            self._skip(int(idx[b]), why)
+        if not good:
+            raise InputError(f"dataset {self._describe()}: no usable sample in batch {idx.tolist()} "
+                             f"({next(iter(reasons.values()))})")
+        fill = [good[k % len(good)] for k in range(len(reasons))]
+        rows = np.array(good + fill)
+        return images[rows], maps[rows], idx[rows]
+
+    def _skip(self, index: int, reason: str) -> None:
+        """Remember a skipped sample; the first time, one line on stderr and one row in ``skip_log``."""
+        if index in self.skipped:
+            return
+        names = getattr(self.source, "names", None)
+        name = names[index] if names is not None else str(index)
+        self.skipped[index] = reason
+        print(f"[data] skipped sample {name}: {reason}", file=sys.stderr, flush=True)
+        if self.skip_log is not None:
+            line = f"{name},{reason.replace(',', ';')}\n".encode("utf-8")
+            fd = os.open(self.skip_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            try:
+                os.write(fd, line)  # one write per row: appends from several workers do not interleave
+            finally:
+                os.close(fd)
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, ...]:
         idx = self.batch_indices(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         raw = getattr(self.source, "store", "crops") == "raw"
         crop_rng = rng if (raw and self.mode == "train" and self.augment.crop_perturbation) else None
-        data = self.source.read_batch(idx, rng=crop_rng, meta=False)
-        images, maps = data["image"], data["position_map"]
+        images, maps, idx = self._read(idx, crop_rng)
         # Sources that return new arrays per call let the labels reuse the map memory.
         fresh = bool(getattr(self.source, "fresh_batches", False))
         if self.mode == "train":

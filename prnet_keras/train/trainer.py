@@ -71,6 +71,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 FREE_KEYS = {"workers", "use_multiprocessing", "max_queue_size", "resume", "force", "verbose", "tensorboard",
              "evaluate_initial"}
 SCHEDULES = ("step", "cosine")
+SKIPPED_FILE = "skipped_samples.csv"  # samples left out of training (unreadable, non-finite), with why
 PRECISIONS = {None: "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -208,14 +209,16 @@ def make_datasets(cfg: dict, epoch: int) -> tuple[AugmentedDataset, AugmentedDat
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["augment"].items()})
     if not t["augment"]:
         augment = AugmentConfig.disabled()
+    skip_log = Path(t["output"]) / SKIPPED_FILE
     train_ds = AugmentedDataset(t["train_files"], batch_size=t["batchsize"], mode="train", augment=augment,
-                                seed=t["seed"], epoch=epoch, max_batches=t["steps_per_epoch"], **io_opts)
+                                seed=t["seed"], epoch=epoch, max_batches=t["steps_per_epoch"], skip_log=skip_log,
+                                **io_opts)
     if t["sample_weights"] == "yaw_balanced":
         train_ds.sample_weight = yaw_balanced_weights(_read_column(t["train_files"], "yaw"))
     val_ds = None
     if t["val_files"]:
         val_ds = AugmentedDataset(t["val_files"], batch_size=t["batchsize"], mode="val",
-                                  max_batches=t["validation_steps"], **io_opts)
+                                  max_batches=t["validation_steps"], skip_log=skip_log, **io_opts)
         if val_ds.layout is not None and train_ds.layout is not None and val_ds.layout != train_ds.layout:
             raise InputError(f"{t['val_files'][0]}: UV layout differs from the training file's")
     return train_ds, val_ds
@@ -318,14 +321,15 @@ def train(config: dict) -> Path:
 
     Writes into ``train.output``: ``epoch_NNNN.keras`` (last ``keep_checkpoints``),
     ``best_eval_loss.keras``, ``best_nme.keras``, ``run_state.json``, ``training_log.csv``,
+    ``skipped_samples.csv`` (only when a sample had to be left out),
     ``loss.png``, ``nme.png``, ``config.json`` (resolved configuration), ``uv_layout.npz``
     and, with ``tensorboard``, ``tensorboard/``.
     """
     cfg = resolve_config(config)
     t = cfg["train"]
     run_dir = Path(t["output"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(run_dir)
+    if run_dir.is_dir():
+        remove_stale_temporaries(run_dir)
     state = read_state(run_dir)
     if t["resume"] and state is None:
         raise InputError(f"--resume: {run_dir} holds no completed epoch to resume from")
@@ -336,10 +340,13 @@ def train(config: dict) -> Path:
         _log(f"{run_dir}: all {t['epochs']} epochs already done")
         return run_dir
     keras.utils.set_random_seed(t["seed"] + initial_epoch)
+    # the data files are opened and checked before anything is written: a bad file is one
+    # error line and leaves no run folder behind
     train_ds, val_ds = make_datasets(cfg, initial_epoch)
     layout = train_ds.layout
     if layout is None:
         raise InputError(f"{t['train_files'][0]}: the dataset carries no UV layout")
+    run_dir.mkdir(parents=True, exist_ok=True)
     layout.save(run_dir / "uv_layout.npz")
     plan = plan_distribution(t["distribute"])
     write_json(run_dir / "config.json", cfg)

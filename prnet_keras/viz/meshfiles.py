@@ -14,7 +14,6 @@ must stay free of TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 from pathlib import Path
 
@@ -240,15 +239,12 @@ def read_mesh_mat(source: bytes | str | os.PathLike, name: str = "mesh .mat") ->
     vertices/colors/vertex_normals (N, 3) float32, full_triangles (T, 3) int64, kptIdxs (68,)
     int64, bounding_box (6,) float32. Raises InputError naming the missing/bad key.
     """
-    import scipy.io
+    from prnet_keras.matfile import load_mat
 
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
         source = _read_bytes(Path(source))
-    try:
-        mat = scipy.io.loadmat(io.BytesIO(source))
-    except Exception as exc:  # scipy raises assorted types on garbage
-        raise InputError(f"{name}: not a MATLAB .mat file ({exc})") from None
+    mat = load_mat(source, name)  # declared array sizes are checked before anything is allocated
     missing = [k for k in MAT_KEYS if k not in mat]
     if missing:
         raise InputError(f"{name}: missing key(s) {', '.join(missing)}")

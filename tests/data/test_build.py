@@ -119,8 +119,20 @@ def _loadmat(path):
     return {k: v for k, v in scipy.io.loadmat(str(path)).items() if not k.startswith("__")}
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels, with (almost) no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 def _bad_dataset(root, tiny_model, datagen):
-    datagen.write_dataset(root, tiny_model, "aflw2000", 9, seed=5)
+    datagen.write_dataset(root, tiny_model, "aflw2000", 14, seed=5)
     jpg = (root / "image00001.jpg").read_bytes()
     (root / "image00001.jpg").write_bytes(jpg[: len(jpg) // 2])  # truncated JPEG
     (root / "image00002.jpg").write_bytes(b"<html>not an image</html>")  # non-image
@@ -135,10 +147,27 @@ def _bad_dataset(root, tiny_model, datagen):
     scipy.io.savemat(str(root / "image00005.mat"), mat)  # wrong shape
     (root / "image00006.mat").unlink()  # image without .mat
     (root / "image00007.mat").write_bytes(b"garbage")  # unreadable .mat
+    mat = _loadmat((root / "image00008.mat"))
+    mat["Pose_Para"][0, 6] = 1e30
+    mat.pop("pt3d_68")
+    scipy.io.savemat(str(root / "image00008.mat"), mat)  # scale 1e30: the face would be everywhere
+    (root / "image00009.jpg").write_bytes(b"")  # zero-byte image
+    (root / "image00010.jpg").unlink()
+    (root / "image00010.png").write_bytes(png_header_only(30_000, 30_000))  # 900 MP declared in 100 bytes
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.zeros((200, 200, 3), np.uint8))
+    (root / "image00011.jpg").write_bytes(buf.tobytes())  # black photo under a face label
+    mat = _loadmat((root / "image00012.mat"))
+    mat["Pose_Para"][0, 3] = 1e4
+    mat.pop("pt3d_68")
+    scipy.io.savemat(str(root / "image00012.mat"), mat)  # translated far outside the image
     return {
-        "image00001": "truncated JPEG", "image00002": "not a decodable image", "image00003": "missing key 'Shape_Para'",
+        "image00001": "truncated JPEG", "image00002": "cannot decode image", "image00003": "missing key 'Shape_Para'",
         "image00004": "Pose_Para contains NaN", "image00005": "Exp_Para has shape", "image00006": "image without .mat",
-        "image00007": "not a readable MATLAB file",
+        "image00007": "not a MATLAB .mat file", "image00008": "outside the 200x200 image",
+        "image00009": "empty image data", "image00010": "more than the limit", "image00011": "crop: blank",
+        "image00012": "outside the 200x200 image",
     }
 
 
@@ -153,15 +182,15 @@ def test_bad_samples_are_skipped_with_reasons(tiny_model, tmp_path, datagen, cap
     code = main(["--source", str(root), "--out", str(out), "--bfm", str(bfm), "--workers", "2",
                  "--commit-every", "2", "--no-progress"])
     assert code == 3
-    assert "skipped 7" in capsys.readouterr().out
+    assert "skipped 12" in capsys.readouterr().out
     ds = PositionMapDataset(out)
-    assert ds.names == ["image00008", "image00009"]  # never a partial row
+    assert ds.names == ["image00013", "image00014"]  # never a partial row
     assert np.all(np.isfinite(ds.read_batch([0, 1])["position_map"]))
     rows = list(csv.DictReader(open(out.with_name("bad.skipped.csv"))))
     assert [r["name"] for r in rows] == sorted(expected)
     for r in rows:
         assert expected[r["name"]] in r["reason"], r
-        assert r["source_path"] == r["name"] + ".jpg"
+        assert r["source_path"] == r["name"] + (".png" if r["name"] == "image00010" else ".jpg")
     assert [s[0] for s in skipped_entries(out)] == sorted(expected)
 
 

@@ -84,7 +84,7 @@ def test_mesh_mat_round_trip(face, mat_type):
 
 
 def test_read_mesh_mat_errors(tmp_path):
-    with pytest.raises(InputError, match="not a MATLAB"):
+    with pytest.raises(InputError, match="not a MATLAB .mat file"):
         read_mesh_mat(b"garbage")
     buf = __import__("io").BytesIO()
     scipy.io.savemat(buf, {"vertices": np.zeros((4, 3))})

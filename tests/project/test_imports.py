@@ -5,8 +5,8 @@ alike: a function-level import is a real dependency that runs later (deferring i
 hides a cycle until that function is called). ``from pkg import name`` depends on the
 module ``pkg.name`` when that is a module, else on ``pkg`` itself.
 
-Layers (a package imports only from lower layers; the shared modules errors, utils and the
-package root are below everything):
+Layers (a package imports only from lower layers; the shared modules errors, cancel, utils,
+matfile and the package root are below everything):
 
     geometry -> data, model, viz -> train, evaluate, inference -> server, client, cli
 
@@ -22,7 +22,7 @@ import prnet_keras
 
 ROOT = Path(prnet_keras.__file__).resolve().parent
 LAYERS = {
-    "": 0, "errors": 0, "utils": 0.5, "config": 0.5,
+    "": 0, "errors": 0, "cancel": 0, "utils": 0.5, "matfile": 0.5, "config": 0.5,
     "geometry": 1,
     "data": 2, "model": 2, "viz": 2,
     "train": 3, "evaluate": 3, "inference": 3,

@@ -153,8 +153,8 @@ def test_timeout_answers_504(predictor, helpers):
 def test_pool_bounds_and_releases_slots():
     pool = InferencePool(workers=1, queue_size=1, timeout_s=5)
     gate = threading.Event()
-    f1 = pool.submit(gate.wait)
-    f2 = pool.submit(lambda: 2)
+    f1, _ = pool.submit(gate.wait)
+    f2, _ = pool.submit(lambda: 2)
     with pytest.raises(PoolSaturated):
         pool.submit(lambda: 3)
     assert pool.in_flight == 2 and pool.rejected == 1
@@ -163,10 +163,51 @@ def test_pool_bounds_and_releases_slots():
     time.sleep(0.05)
     assert pool.in_flight == 0
     assert asyncio.run(pool.run(lambda: 7)) == 7
-    slow = InferencePool(workers=1, queue_size=0, timeout_s=0.05)
+    pool.shutdown()
+
+
+def test_pool_cancels_timed_out_and_abandoned_work():
+    """A job past its time-out stops at its next check and gives its slot back; so does one
+    whose client left, and every job when the server stops (cancel_all)."""
+    from prnet_keras.cancel import Cancelled, check_cancelled
+    from prnet_keras.server.pool import ClientGone
+
+    stopped = []
+
+    def busy() -> None:
+        try:
+            while True:
+                check_cancelled()
+                time.sleep(0.005)
+        except Cancelled as exc:
+            stopped.append(str(exc))
+            raise
+
+    pool = InferencePool(workers=1, queue_size=0, timeout_s=0.1)
     with pytest.raises(PoolTimeout):
-        asyncio.run(slow.run(time.sleep, 0.3))
-    pool.shutdown(), slow.shutdown()
+        asyncio.run(pool.run(busy))
+    deadline = time.monotonic() + 2
+    while pool.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.in_flight == 0 and stopped == ["timed out after 0.1 s"]
+
+    async def client_leaves() -> None:
+        await asyncio.sleep(0.02)
+
+    pool.timeout_s = 30
+    with pytest.raises(ClientGone):
+        asyncio.run(pool.run(busy, disconnected=client_leaves))
+    while pool.in_flight and time.monotonic() < deadline + 2:
+        time.sleep(0.01)
+    assert stopped[-1] == "client disconnected"
+    future, _ = pool.submit(busy)
+    time.sleep(0.05)
+    assert pool.cancel_all("server stopping") == 1
+    with pytest.raises(Cancelled, match="server stopping"):
+        future.result(2)
+    with pytest.raises(PoolSaturated):  # a stopping pool admits nothing new
+        pool.submit(lambda: 1)
+    pool.shutdown()
 
 
 def test_responses_are_plain_json(client, helpers):
@@ -203,6 +244,8 @@ def test_settings_validation():
         ServerSettings.from_config({"max_faces": 3}, api_key_env=None)
     s = ServerSettings.from_config(api_key_env=None, port=1234)
     assert s.port == 1234 and s.max_faces_per_image == 16  # the packaged "server" section
+    assert s.workers == ServerSettings().workers == 8  # the dataclass and the packaged defaults agree
+    assert s.max_image_pixels == 50_000_000  # data.max_image_pixels' default (prnet-serve passes the configured one)
 
 
 def test_serve_cli_bad_flag_fails_fast(capsys):
