@@ -122,7 +122,8 @@ def hand_made(mesh: str) -> list[tuple[str, str, dict]]:
     cases = [
         ("POST", "/v1/reconstruct", {"json": {"image": img, "boxes": [[0, 0, 1e300, 1e300]]}}),
         ("POST", "/v1/reconstruct", {"content": deep, "headers": {"content-type": "application/json"}}),
-        ("POST", "/predict", {"content": '{"imageMatList":' + deep + "}", "headers": {"content-type": "application/json"}}),
+        ("POST", "/predict", {"content": '{"imageMatList":' + deep + "}",
+                              "headers": {"content-type": "application/json"}}),
         ("POST", "/evaluate", {"json": {"imageMatList": [{"rawImage": img, "rawOrgMats": [fit],
                                                           "rawPredictMats": [b64(big_mesh_mat(2_000_000))]}]}}),
         ("POST", "/v1/reconstruct", {"json": {"image": img, "landmarks": np.full((2000, 68, 2), 50.0).tolist()}}),
@@ -158,9 +159,11 @@ def random_junk(seed: int, count: int) -> list[tuple[str, str, dict]]:
                                           "headers": {"content-type": "application/json"}}))
         elif route == "/v1/reconstruct":
             body = {"image": v(), "outputs": [None, ["landmarks"], ["bogus"], "mesh_obj"][int(rng.integers(4))],
-                    "boxes": v() if rng.random() < 0.5 else rng.uniform(-1e6, 1e6, (int(rng.integers(1, 4)), 4)).tolist(),
+                    "boxes": (v() if rng.random() < 0.5
+                              else rng.uniform(-1e6, 1e6, (int(rng.integers(1, 4)), 4)).tolist()),
                     "landmarks": v()}
-            cases.append(("POST", route, {"json": {k: x for k, x in body.items() if x is not None or rng.random() < .5}}))
+            kept = {k: x for k, x in body.items() if x is not None or rng.random() < .5}
+            cases.append(("POST", route, {"json": kept}))
         else:
             item = {"rawImage": v(), "rawMats": [v() for _ in range(int(rng.integers(0, 3)))],
                     "rawOrgMats": [v()], "rawPredictMats": [v()]}
@@ -335,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(proc)
 
     hist = Counter(s for _, _, s, _ in statuses)
-    unexpected = [(kind, path, s) for kind, path, s, _ in statuses if (s >= 500 and s != 503 and kind != "heavy") or s < 0]
+    unexpected = [(kind, path, s) for kind, path, s, _ in statuses
+                  if (s >= 500 and s != 503 and kind != "heavy") or s < 0]
     timed_out = [a for a in after if a["status"] == 504]
     result = {
         "benchmark": "fuzz", "detector": args.detector,

@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of load")
     p.add_argument("--workers", type=int, default=8, help="server request threads (share one micro-batched network)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, help="server micro-batching window (0 = off)")
-    p.add_argument("--max-batch", type=int, default=None, help="crops per batched network call (default: prnet-serve's)")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="crops per batched network call (default: prnet-serve's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = p.parse_args(argv)
     if not (1 <= args.clients <= 256 and 1 <= args.duration <= 600):

@@ -125,7 +125,8 @@ def _check_matrix(payload: memoryview, order: str, name: str, budget: _Budget, d
         for part in range(2 if is_complex else 1):
             mtype, nbytes, _ = r.tag()
             if mtype in _MI_SIZE and nbytes < count * _MI_SIZE[mtype]:
-                raise _bad(name, f"{what} holds {nbytes} bytes of data, too few ({'imaginary' if part else 'real'} part)")
+                which = "imaginary" if part else "real"
+                raise _bad(name, f"{what} holds {nbytes} bytes of data, too few ({which} part)")
         return
     if cls == _SPARSE:
         budget.take(nzmax * 24 + (dims[-1] + 1) * 8, f"a sparse {what}")
@@ -167,7 +168,8 @@ def _inflate(payload: memoryview, order: str, name: str, budget: _Budget) -> byt
     except zlib.error as exc:
         raise _bad(name, f"compressed element does not inflate: {exc}") from None
     if len(head) + len(rest) > left:
-        raise LimitError(f"{name}: compressed data inflates to more than the limit {budget.limit} bytes for a .mat file")
+        raise LimitError(f"{name}: compressed data inflates to more than the limit {budget.limit} bytes "
+                         "for a .mat file")
     return head + rest
 
 

@@ -103,7 +103,8 @@ class GroundTruthMaker:
             raise InputError("Pose_Para/Shape_Para: posed keypoints are not finite")
         return kpts
 
-    def check_placement(self, keypoints: np.ndarray, image_shape: tuple[int, ...], transform: np.ndarray | None = None) -> None:
+    def check_placement(self, keypoints: np.ndarray, image_shape: tuple[int, ...],
+                        transform: np.ndarray | None = None) -> None:
         """InputError unless the posed 68 keypoints (68, 2+) image pixels sit plausibly in the image
         (see KEYPOINT_MARGIN, MIN_FACE_PX) and, with ``transform``, enough of the crop lies inside it."""
         h, w = image_shape[:2]
@@ -111,11 +112,13 @@ class GroundTruthMaker:
         lo, hi = k.min(0), k.max(0)
         m = KEYPOINT_MARGIN
         if not (np.all(lo >= [-m * w, -m * h]) and np.all(hi <= [(1 + m) * w, (1 + m) * h])):
-            raise InputError(f"Pose_Para: the face's keypoints span x {lo[0]:.4g}..{hi[0]:.4g}, y {lo[1]:.4g}..{hi[1]:.4g}, "
+            raise InputError(f"Pose_Para: the face's keypoints span x {lo[0]:.4g}..{hi[0]:.4g}, "
+                             f"y {lo[1]:.4g}..{hi[1]:.4g}, "
                              f"outside the {w}x{h} image (scale or translation implausible)")
         centre, side = (lo + hi) / 2, float(np.mean(hi - lo))
         if not (0 <= centre[0] <= w and 0 <= centre[1] <= h):
-            raise InputError(f"Pose_Para: the face's centre ({centre[0]:.4g}, {centre[1]:.4g}) lies outside the {w}x{h} image")
+            raise InputError(f"Pose_Para: the face's centre ({centre[0]:.4g}, {centre[1]:.4g}) lies outside the "
+                             f"{w}x{h} image")
         if not MIN_FACE_PX <= side <= 2 * max(h, w):
             raise InputError(f"Pose_Para: the face is {side:.4g} px wide in a {w}x{h} image (scale implausible)")
         if transform is not None:

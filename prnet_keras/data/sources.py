@@ -105,7 +105,8 @@ def _scan(source: Path) -> tuple[str | None, list[str]]:
         except (zipfile.BadZipFile, OSError) as exc:
             raise InputError(f"--source {source}: not a folder or a readable zip file ({exc})") from None
         # unsafe names are kept (to be reported), whatever they look like
-        return str(source.resolve()), [n for n in names if unsafe_member_name(n) or not _is_junk(PurePosixPath(n).parts)]
+        kept = [n for n in names if unsafe_member_name(n) or not _is_junk(PurePosixPath(n).parts)]
+        return str(source.resolve()), kept
     raise InputError(f"--source {source}: no such folder or zip file")
 
 

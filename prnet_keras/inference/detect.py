@@ -301,7 +301,8 @@ def detections_from_boxes(boxes: np.ndarray | list, image_shape: tuple[int, ...]
     return [Detection(box.copy(), None, "box") for box in b]
 
 
-def detections_from_landmarks(landmarks: np.ndarray | list, image_shape: tuple[int, ...] | None = None) -> list[Detection]:
+def detections_from_landmarks(landmarks: np.ndarray | list,
+                              image_shape: tuple[int, ...] | None = None) -> list[Detection]:
     """Given landmarks (68, 2|3) or (K, 68, 2|3) (also (2|3, 68) per face) -> detections;
     with ``image_shape`` validated against the image like boxes."""
     a = np.asarray(landmarks, dtype=np.float64)

@@ -3,8 +3,8 @@
 Files and encoded bytes are decoded by ``data.images`` (the one decoder: EXIF orientation
 applied, pixel count checked before decoding). Arrays a user hands over go through
 :func:`to_rgb_uint8`: grayscale (H, W) or (H, W, 1), RGB/BGR, RGBA/BGRA (alpha dropped),
-uint8, uint16 (16-bit PNG/TIFF, scaled by 1/257), float in [0, 1] or [0, 255]. Anything else raises :class:`InputError` naming the
-source and what was expected.
+uint8, uint16 (16-bit PNG/TIFF, scaled by 1/257), float in [0, 1] or [0, 255]. Anything else
+raises :class:`InputError` naming the source and what was expected.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def mesh_from_mat(mat: dict, height: int, field: str, max_vertices: int) -> Mesh
     shape = np.shape(mat.get("vertices"))
     n_declared = max(shape) if len(shape) == 2 and 3 in shape else 0
     if n_declared > max_vertices:
-        raise ApiError(413, "too_many", f"{field}: mesh .mat has {n_declared} vertices, the limit is {max_vertices}", field)
+        raise ApiError(413, "too_many", f"{field}: mesh .mat has {n_declared} vertices, the limit is {max_vertices}",
+                       field)
     if np.size(mat.get("full_triangles", ())) > 12 * max_vertices:
         raise ApiError(413, "too_many", f"{field}: mesh .mat has more than {4 * max_vertices} triangles", field)
     v = _n_by_3(mat, "vertices", field, np.float32)

@@ -225,7 +225,8 @@ def parse_request(body: bytes, ctype: str, s: ServerSettings) -> dict:
     if "image" not in data:
         raise ApiError(422, "missing_field", "image: missing (base64 string)", "image")
     if not isinstance(data["image"], str):
-        raise ApiError(422, "invalid_base64", f"image: expected a base64 string, got {type(data['image']).__name__}", "image")
+        raise ApiError(422, "invalid_base64", f"image: expected a base64 string, got {type(data['image']).__name__}",
+                       "image")
     return {"image": data["image"], "outputs": _parse_outputs(data.get("outputs")), "boxes": data.get("boxes"),
             "landmarks": data.get("landmarks")}
 

@@ -90,7 +90,8 @@ def _element(kind: int, payload: bytes) -> bytes:
 
 
 def _matrix(cls: int, dims: list[int], body: bytes = b"") -> bytes:
-    head = _element(6, struct.pack("<II", cls, 0)) + _element(5, struct.pack(f"<{len(dims)}i", *dims)) + _element(1, b"x")
+    head = (_element(6, struct.pack("<II", cls, 0)) + _element(5, struct.pack(f"<{len(dims)}i", *dims))
+            + _element(1, b"x"))
     return _element(14, head + body)
 
 
