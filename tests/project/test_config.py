@@ -47,9 +47,30 @@ def test_crop_augment_train_defaults(packaged):
 
 def test_data_defaults(packaged):
     from prnet_keras.data.build import build_hdf5
+    from prnet_keras.data.listfmt import build_list_hdf5
 
     d = _defaults(build_hdf5)
     assert {k: d[k] for k in packaged["data"]} == packaged["data"]
+    d = _defaults(build_list_hdf5)
+    assert {k: d[k] for k in packaged["data"] if k in d} == {k: v for k, v in packaged["data"].items() if k in d}
+    assert "max_image_pixels" in d
+
+
+def test_one_image_pixel_limit(packaged):
+    """data.max_image_pixels is the one limit of every image reader: datasets, prnet-predict, the server."""
+    from prnet_keras.cli.load_model import process_images
+    from prnet_keras.data import images
+    from prnet_keras.data.sources import read_sample
+    from prnet_keras.inference.images import load_image
+    from prnet_keras.server.settings import CONFIG_KEYS, ServerSettings
+
+    limit = packaged["data"]["max_image_pixels"]
+    assert images.MAX_IMAGE_PIXELS == limit
+    assert _defaults(images.decode_image)["max_pixels"] == _defaults(images.read_image_file)["max_pixels"] == limit
+    assert _defaults(load_image)["max_pixels"] == _defaults(read_sample)["max_image_pixels"] == limit
+    assert _defaults(process_images)["max_image_pixels"] == limit
+    assert ServerSettings().max_image_pixels == limit
+    assert "max_image_pixels" not in CONFIG_KEYS and "max_image_pixels" not in packaged["server"]
 
 
 def test_inference_defaults(packaged):

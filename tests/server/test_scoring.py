@@ -71,3 +71,45 @@ def test_names_order_and_defaults(pair):
     assert got[:4] == evaluate_meshes(g, p, "scipy", "point_to_point")[:4]  # alignment numbers need no ICP
     other = Mesh(p.vertices[:-5], p.colors[:-5], p.triangles[:0], p.kpt_idx)
     assert evaluate_meshes(g, other)[2:4] == [None, None]  # another vertex count: no dense numbers
+
+
+class _CountingFlag:
+    """Stands in for a CancelToken's event: counts the checks; reads as set from check ``at`` on."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.calls, self.at = 0, at
+
+    def is_set(self) -> bool:
+        self.calls += 1
+        return self.at is not None and self.calls >= self.at
+
+
+def _checks(mesh_pair, at: int | None = None) -> int:
+    from prnet_keras.cancel import CancelToken, cancellable
+
+    token = CancelToken()
+    token._event = flag = _CountingFlag(at)
+    token.reason = "timed out"
+    with cancellable(token):
+        evaluate_meshes(*mesh_pair, "scipy", "point_to_point")
+    return flag.calls
+
+
+def test_a_cancelled_request_stops_inside_icp_and_the_nearest_point_search(pair):
+    """Scoring through evaluate.metrics keeps the server's cancellation: a check at every ICP
+    iteration and every chunk of the nearest-point searches (2D and 3D), not only around them."""
+    from prnet_keras.cancel import Cancelled
+    from prnet_keras.evaluate.icp import icp
+    from prnet_keras.evaluate.metrics import QUERY_CHUNK
+
+    big = pair[3][0]
+    n = len(big[1].vertices)
+    assert n > 2 * QUERY_CHUNK  # several search chunks
+    step = max(1, n // 4000)
+    iterations = icp(big[1].vertices[::step] - [0, 0, big[1].vertices[:, 2].min()],
+                     big[0].vertices - [0, 0, big[0].vertices[:, 2].min()], "scipy", "point_to_point").iterations
+    calls = _checks(big)
+    assert calls >= iterations + 2 * -(-n // QUERY_CHUNK) - 2  # unique 2D rows may be a few fewer
+    for at in (3, calls // 2, calls):
+        with pytest.raises(Cancelled, match="timed out"):
+            _checks(big, at)

@@ -92,8 +92,10 @@ def test_prnet_serve_config_file_takes_effect(tmp_path, faces, helpers):
         "inference": {"detector": "opencv", "min_confidence": 0.5, "min_face_size": 100, "engine": "keras",
                       "texture_size": 128},
         "crop": CROP,
-        "server": {"port": port, "workers": 3, "queue_size": 5, "timeout_s": 45, "max_faces_per_image": 5},
+        "server": {"port": port, "workers": 3, "queue_size": 5, "timeout_s": 45, "max_faces_per_image": 5,
+                   "max_json_depth": 12, "max_mesh_vertices": 90_000},
         "evaluate": {"icp": "scipy", "icp_method": "point_to_point"},
+        "data": {"max_image_pixels": 1_500_000},  # the one image limit, shared with builds and prnet-predict
     }
     for section in ("inference", "crop"):  # the file changes every value of both sections
         assert sorted(config[section]) == sorted(defaults[section])
@@ -115,6 +117,11 @@ def test_prnet_serve_config_file_takes_effect(tmp_path, faces, helpers):
         limits = info["limits"]
         got = (limits["workers"], limits["queue_size"], limits["timeout_s"], limits["max_faces_per_image"])
         assert got == (3, 5, 45, 5)
+        assert (limits["max_json_depth"], limits["max_mesh_vertices"], limits["max_image_pixels"]) == (
+            12, 90_000, 1_500_000)
+        big = np.zeros((1000, 1600, 3), np.uint8)  # 1.6 MP: over the file's data.max_image_pixels
+        r = httpx.post(f"{base}/v1/reconstruct", files={"image": ("big.png", _png(big))}, timeout=60)
+        assert (r.status_code, r.json()["error"]["code"]) == (413, "image_too_large"), r.text
 
         # detections: the library's OpenCV detector with min_face_size 100, not with the default 40
         image, want = _first_differing(faces["images"], get_detector("opencv", min_face_size=100),
