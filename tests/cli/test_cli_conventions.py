@@ -83,7 +83,7 @@ def test_serve_help_shows_each_default_once(capsys):
         build_parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: configuration server.port, 20000)" in text and "(default: None)" not in text
-    assert "(default: 16)" in text  # --max-batch: a plain default, added by the formatter
+    assert "(default: 8)" in text  # --max-batch: a plain default, added by the formatter
 
 
 class _Terminal(io.StringIO):
