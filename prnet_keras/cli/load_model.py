@@ -194,6 +194,28 @@ def _show(faces: list[tuple[Path, Any]], outputs: Sequence[str] = (), mode: str 
         print(f"no display: wrote headless mesh views to {path}", file=sys.stderr)
 
 
+def check_model_path(model: Path) -> None:
+    """A missing ``--model`` is one clear line before anything loads (checkpoints: ``<prefix>.index``)."""
+    if not model.exists() and not Path(str(model) + ".index").exists():
+        raise InputError(f"--model {model}: file not found")
+
+
+def load_predictor(model: Path, uv_data: Path | None, **kwargs: Any) -> Any:
+    """``Predictor.from_path`` with every load failure turned into one ``--model`` line."""
+    from prnet_keras.inference.predictor import Predictor
+
+    try:
+        return Predictor.from_path(model, uv_data, **kwargs)
+    except ModuleNotFoundError:
+        raise  # run_cli names the package and the extra that brings it
+    except ImportError as exc:
+        raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
+    except PRNetError:
+        raise
+    except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
+        raise InputError(f"--model {model}: cannot load this file as a model ({exc})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -222,8 +244,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
     if bbox is not None and len(paths) > 1:
         raise InputError("--bbox: applies to one image; use it with --image")
-    if not args.model.exists() and not Path(str(args.model) + ".index").exists():
-        raise InputError(f"--model {args.model}: file not found")
+    check_model_path(args.model)
     detector = args.detector
     if detector != "none" and bbox is None:
         from prnet_keras.inference.detect import get_detector
@@ -232,19 +253,8 @@ def _run(args: argparse.Namespace) -> int:
         get_detector(detector, args.min_confidence, args.min_face_size)
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    from prnet_keras.inference.predictor import Predictor
-
-    try:
-        predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
-                                          min_face_size=args.min_face_size, engine=args.engine)
-    except ModuleNotFoundError:
-        raise  # run_cli names the package and the extra that brings it
-    except ImportError as exc:
-        raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
-    except PRNetError:
-        raise
-    except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
-        raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
+    predictor = load_predictor(args.model, args.uv_data, batch_size=16, min_confidence=args.min_confidence,
+                               min_face_size=args.min_face_size, engine=args.engine)
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              args.texture_size, args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,

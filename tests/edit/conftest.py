@@ -92,6 +92,22 @@ def render_colors(face: SceneFace, colors: np.ndarray, model, size: tuple[int, i
     return img, tri >= 0
 
 
+def frontal_network(layout, width: float = 150.0):
+    """A network stand-in for real photos: the layout's frontal canonical face, its landmark box
+    ``width`` crop pixels wide and centred (where a detector's crop puts a face), for every crop."""
+    r = layout.resolution
+    full = np.zeros((r * r, 3))
+    full[layout.face_ind] = layout.canonical_vertices
+    full = full[layout.nearest_face_index]
+    kp = full[layout.kpt_flat]
+    lo, hi = kp.min(0), kp.max(0)
+    s = width / (hi[0] - lo[0]) * r / 256.0
+    c = (lo + hi) / 2.0
+    pm = np.stack([r / 2 + s * (full[:, 0] - c[0]), r / 2 + 0.05 * r - s * (full[:, 1] - c[1]),
+                   s * (full[:, 2] - full[:, 2].min())], 1).reshape(r, r, 3).astype(np.float32)
+    return lambda x: np.repeat(pm[None], len(x), axis=0)
+
+
 class Oracle:
     """Detector + network stand-in for a set of scenes: the detector returns each face's 68
     landmarks (so the Predictor takes the training crop), the network the ground-truth map of
@@ -161,4 +177,15 @@ def edit_helpers():
     import types
 
     return types.SimpleNamespace(make_scene=make_scene, render_colors=render_colors, skin_colors=skin_colors,
-                                 pattern_colors=pattern_colors, Oracle=Oracle)
+                                 pattern_colors=pattern_colors, Oracle=Oracle, frontal_network=frontal_network)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, synthetic_layout):
+    """An untrained light network (width 0.25) saved as .keras with the synthetic layout beside it."""
+    from prnet_keras.model import build_model
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    build_model("light", width=0.25).save(folder / "model.keras")
+    synthetic_layout.save(folder / "uv_layout.npz")
+    return folder / "model.keras"
