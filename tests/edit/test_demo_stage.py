@@ -1,0 +1,20 @@
+"""The quickstart's texture stage (cli.demo.stage_texture): two synthetic test faces, the whole
+face and the eyes swapped with prnet-texture, and the before / after figure."""
+
+from __future__ import annotations
+
+import cv2
+
+from prnet_keras.cli import demo
+
+
+def test_stage_texture_writes_results_and_figure(synthetic_aflw_dir, tiny_model_path, tmp_path, capsys):
+    figure = demo.stage_texture(tmp_path, synthetic_aflw_dir, tiny_model_path)
+    out = capsys.readouterr().out
+    assert "$ prnet-texture -i" in out and "--mode 1" in out and "--mode 0" in out
+    assert figure == tmp_path / "texture" / "before_after.png"
+    for name in ("swap.jpg", "eyes.jpg"):
+        img = cv2.imread(str(tmp_path / "texture" / name))
+        assert img is not None and img.shape == (450, 450, 3), name
+    fig = cv2.imread(str(figure))
+    assert fig is not None and fig.shape[1] > 2.5 * fig.shape[0]
