@@ -155,8 +155,9 @@ def scenes(synthetic_model):
         "b": make_scene(m, [dict(pose_b, colors=dark)], seed=2),
         "p": make_scene(m, [dict(pose_a, colors=stripes)], seed=1),
         "q": make_scene(m, [dict(pose_b, colors=checker)], seed=2),
-        "g": make_scene(m, [dict(yaw=25.0, centre=(62, 100), width=70, colors=light),
-                            dict(yaw=-15.0, centre=(190, 96), width=90, colors=checker)], size=(200, 260), seed=3),
+        "g": make_scene(m, [{"yaw": 25.0, "centre": (62, 100), "width": 70, "colors": light},
+                            {"yaw": -15.0, "centre": (190, 96), "width": 90, "colors": checker}],
+                        size=(200, 260), seed=3),
         "colors": {"light": light, "dark": dark, "stripes": stripes, "checker": checker},
     }
 
