@@ -10,12 +10,15 @@ Imports: geometry and inference (Predictor, Face); used by the server and the CL
 
 from prnet_keras.edit.blend import BLENDS, blend
 from prnet_keras.edit.regions import REGIONS, uv_region_mask
-from prnet_keras.edit.swap import EditResult, edit_texture, face_order, replace_region, select_faces, swap_faces
+from prnet_keras.edit.swap import (
+    EditResult, apply_swap, edit_texture, face_order, plan_swap, replace_region, select_faces, swap_faces,
+)
 from prnet_keras.edit.texture import (
     color_transfer, complete_texture, diffuse_fill, face_texture, fill_hidden, lab_statistics, render_texture,
 )
 
 __all__ = [
-    "BLENDS", "EditResult", "REGIONS", "blend", "color_transfer", "edit_texture", "face_order", "face_texture",
-    "complete_texture", "diffuse_fill", "fill_hidden", "lab_statistics", "render_texture", "replace_region", "select_faces", "swap_faces", "uv_region_mask",
+    "BLENDS", "EditResult", "REGIONS", "apply_swap", "blend", "color_transfer", "complete_texture", "diffuse_fill",
+    "edit_texture", "face_order", "face_texture", "fill_hidden", "lab_statistics", "plan_swap", "render_texture",
+    "replace_region", "select_faces", "swap_faces", "uv_region_mask",
 ]

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from prnet_keras.cancel import check_cancelled
 from prnet_keras.edit.blend import BLENDS, blend, blend_mask, default_erode_px
 from prnet_keras.edit.regions import uv_region_mask
 from prnet_keras.edit.texture import (
@@ -137,6 +138,7 @@ def edit_texture(
     src_full = complete_texture(own_s, ev_s, match_colors(own_t, tgt_stats, src_stats))
     w = resize_uv(weights, size)[..., None]
     new_tex = tgt_full * (1.0 - w) + src_full * w
+    check_cancelled()
 
     out = np.array(target_face.image if image is None else image, copy=True)
     if out.shape[:2] != tuple(target_face.image_size) or out.ndim != 3 or out.dtype != np.uint8:
@@ -218,36 +220,55 @@ def swap_faces(
     is out of range.
     """
     name_a = names[0] if names else _name(image_a, "image")
+    name_b = names[1] if names else ("" if image_b is None else _name(image_b, "reference image"))
+    uv_region_mask(predictor.layout, region)  # a bad region or mask fails before the network runs
     if image_b is None:
-        (faces,) = predictor.predict_batch([image_a], boxes=None if boxes_a is None else [boxes_a], detector=detector)
-        if len(faces) < 2:
-            raise InputError(f"{name_a}: swapping within one image needs two faces, found {len(faces)}")
-        order = face_order(faces)
-        i = select_faces(faces, face, name_a)[0] if face is not None else order[0]
-        j = select_faces(faces, ref_face, name_a)[0] if ref_face is not None else next(k for k in order if k != i)
-        if i == j:
-            raise InputError(f"{name_a}: --face and --ref-face are both {i}: pick two different faces")
-        plan = [(i, faces[i], faces[j], j), (j, faces[j], faces[i], i)]
+        (faces_a,) = predictor.predict_batch([image_a], boxes=None if boxes_a is None else [boxes_a], detector=detector)
+        faces_b = None
     else:
-        name_b = names[1] if names else _name(image_b, "reference image")
         boxes = None if boxes_a is None and boxes_b is None else [boxes_a, boxes_b]
         faces_a, faces_b = predictor.predict_batch([image_a, image_b], boxes=boxes, detector=detector)
-        src_i = select_faces(faces_b, ref_face, name_b)[0]
-        targets = select_faces(faces_a, face, name_a, allow_all=True)
-        plan = [(t, faces_a[t], faces_b[src_i], src_i) for t in targets]
-    out = None
-    result = None
-    mask = None
+    plan = plan_swap(faces_a, faces_b, face, ref_face, (name_a, name_b))
+    return apply_swap(plan, region, color_transfer=color_transfer, blend_mode=blend_mode, texture_size=texture_size,
+                      erode_px=erode_px)
+
+
+SwapPlan = list[tuple[int, Face, Face, int]]  # (target index, target face, source face, source index)
+
+
+def plan_swap(faces_a: Sequence[Face], faces_b: Sequence[Face] | None, face: FaceIndex = None,
+              ref_face: FaceIndex = None, names: tuple[str, str] = ("image", "reference image")) -> SwapPlan:
+    """Which face goes onto which, as :func:`swap_faces` chooses them (see there); ``faces_b``
+    None swaps two faces of A both ways. Raises InputError naming the image (``names``)."""
+    name_a, name_b = names
+    if faces_b is None:
+        if len(faces_a) < 2:
+            raise InputError(f"{name_a}: swapping within one image needs two faces, found {len(faces_a)}")
+        order = face_order(faces_a)
+        i = select_faces(faces_a, face, name_a)[0] if face is not None else order[0]
+        j = select_faces(faces_a, ref_face, name_a)[0] if ref_face is not None else next(k for k in order if k != i)
+        if i == j:
+            raise InputError(f"{name_a}: the face and the reference face are both {i}: pick two different faces")
+        return [(i, faces_a[i], faces_a[j], j), (j, faces_a[j], faces_a[i], i)]
+    src = select_faces(faces_b, ref_face, name_b)[0]
+    return [(t, faces_a[t], faces_b[src], src) for t in select_faces(faces_a, face, name_a, allow_all=True)]
+
+
+def apply_swap(plan: SwapPlan, region: Any = "face", **options: Any) -> EditResult:
+    """Run the edits of a plan one after the other on the first target's image (each source
+    texture sampled from its own, unedited image). ``options``: those of :func:`edit_texture`."""
+    out, result, mask = None, None, None
     pairs, textures, sources = [], [], []
     for t, target, source, s in plan:
-        result = edit_texture(target, source, region, color_transfer, image=out, blend_mode=blend_mode,
-                              erode_px=erode_px, texture_size=texture_size)
+        check_cancelled()  # a server request that timed out or lost its client stops between faces
+        result = edit_texture(target, source, region, image=out, **options)
         out = result.image
         mask = result.mask if mask is None else mask | result.mask
         pairs.append((t, s))
         textures += result.textures
         sources += result.source_textures
-    assert result is not None and mask is not None
+    if result is None or mask is None:
+        raise InputError("swap: nothing to do (no face pairs)")
     return EditResult(out, mask, pairs, textures, sources, result.uv_mask)
 
 

@@ -228,7 +228,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Response:
-    """Run a synchronous job on the app's bounded pool and answer its JSON.
+    """Run a synchronous job on the app's bounded pool and answer its JSON (see :func:`run_job`)."""
+    body = await run_job(request, _job_rendered, fn, *args)
+    return body if isinstance(body, Response) else Response(body, media_type="application/json")
+
+
+async def run_job(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on the app's bounded pool, its result as is (a 499 Response when the client left).
 
     503 when saturated (or stopping), 504 on time-out; a time-out, a client that
     disconnects and a server that stops all cancel the job's work.
@@ -240,8 +246,7 @@ async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> R
             pass
 
     try:
-        body = await pool.run(_job_rendered, fn, *args, disconnected=disconnected)
-        return Response(body, media_type="application/json")
+        return await pool.run(fn, *args, disconnected=disconnected)
     except PoolSaturated:
         raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
                        None, {"Retry-After": "1"}) from None
@@ -278,7 +283,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
                morphable: Any = "synthetic", icp_backend: str = "scipy", engine: Engine | None = None) -> FastAPI:
     """The server application around ``predictor`` (see :class:`Engine` for the other options)."""
     from prnet_keras import __version__
-    from prnet_keras.server import compat, native
+    from prnet_keras.server import compat, native, swap
 
     settings = settings or ServerSettings.from_config()
     engine = engine or Engine(predictor, layout=layout, morphable=morphable, detector=settings.detector,
@@ -296,7 +301,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
         static_url=DOCS_ASSETS, redoc_url=None,
         title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse, lifespan=lifespan,
         description="PRNet 3D face reconstruction: PRNet-keras-compatible API (/predict, /extract, /evaluate), "
-                    "native API (/v1/...), and a page for people at /ui.",
+                    "native API (/v1/...: reconstruction, face swap), and a page for people at /ui.",
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -304,6 +309,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
     _install_error_handlers(app)
     app.include_router(compat.router)
     app.include_router(native.router)
+    app.include_router(swap.router)
 
     @app.get("/ui", include_in_schema=False)
     async def ui_page() -> Response:
@@ -331,7 +337,8 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+                           allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+                           expose_headers=["X-Swap-Pairs", "X-Changed-Pixels"])
     app.add_middleware(LimitsMiddleware, settings=settings)
     return app
 
