@@ -8,7 +8,13 @@ import cv2
 from prnet_keras.cli import demo
 
 
-def test_stage_texture_writes_results_and_figure(synthetic_aflw_dir, tiny_model_path, tmp_path, capsys):
+def test_stage_texture_writes_results_and_figure(synthetic_aflw_dir, tiny_model_path, tmp_path, monkeypatch, capsys):
+    import prnet_keras.cli.load_model as lm
+
+    # the model is loaded once for the two commands of the stage (test_cli loads it the way users do)
+    loaded = {}
+    real = lm.load_predictor
+    monkeypatch.setattr(lm, "load_predictor", lambda *a, **kw: loaded.get("p") or loaded.setdefault("p", real(*a, **kw)))
     figure = demo.stage_texture(tmp_path, synthetic_aflw_dir, tiny_model_path)
     out = capsys.readouterr().out
     assert "$ prnet-texture -i" in out and "--mode 1" in out and "--mode 0" in out
