@@ -9,7 +9,7 @@ Stages, each writing into ``--out`` (default ``quickstart/``):
   5. evaluate it (CED plot, Markdown table, summary.json);
   6. reconstruct a synthetic test image (and a real photo when reference data is present):
      mesh files and the 4-panel figure;
-  7. swap two synthetic test faces (the whole face, then only the eyes) with prnet-texture and
+  7. swap two new synthetic faces (the whole face, then only the eyes) with prnet-texture and
      write a before / after figure.
 """
 
@@ -204,15 +204,21 @@ def _frontal_pair(folder: Path) -> list[tuple[Path, str]]:
     return [(p, box) for _, p, box in found[:2]]
 
 
-def stage_texture(out: Path, images: Path, model: Path) -> Path:
-    """B's face onto A (whole face, then only the eyes) with prnet-texture; a before/after figure."""
+def stage_texture(out: Path, model: Path, seed: int) -> Path:
+    """B's face onto A (whole face, then only the eyes) with prnet-texture; a before/after figure.
+
+    A and B are two new synthetic faces, near frontal and without occluders (so the figure
+    shows the edit, not a hand over the face)."""
     from prnet_keras.cli import texture
+    from prnet_keras.data.synth import generate_dataset
     from prnet_keras.inference.images import load_image
     from prnet_keras.viz.figure import save_panels
 
-    (a, box_a), (b, box_b) = _frontal_pair(images)
     folder = out / "texture"
-    folder.mkdir(parents=True, exist_ok=True)
+    faces = folder / "faces"
+    if not _synthetic_complete(faces, "aflw2000", 4, seed + 2):
+        generate_dataset(faces, layout="aflw2000", count=4, seed=seed + 2, occluders=False, near_frontal_fraction=1.0)
+    (a, box_a), (b, box_b) = _frontal_pair(faces)
     results = {}
     for name, flags in (("swap", ["--mode", "1"]), ("eyes", ["--mode", "0"])):
         result = folder / f"{name}.jpg"
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         ("reconstruct a synthetic test image (and a real photo when available)",
          lambda: stage_reconstruct(out, state["data"], state["model"])),
         ("swap two synthetic faces (prnet-texture): whole face and eyes, before/after figure",
-         lambda: stage_texture(out, state["data"] / "AFLW2000", state["model"])),
+         lambda: stage_texture(out, state["model"], args.seed)),
     ]
     def body() -> int:
         for i, (title, run) in enumerate(stages, 1):
