@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uv-data", type=Path, default=None,
                    help="UV layout: official uv-data folder or .npz (default: found beside the model)")
     p.add_argument("--mode", type=int, choices=(0, 1), default=None,
-                   help="official demo: 0 replaces a part (--region, default eyes), 1 the whole face (default)")
+                   help="official demo: 0 replaces a part (eyes, or --region), 1 the whole face (default)")
     p.add_argument("--region", default=None,
                    help="eyes | nose | mouth | face | MASK.png (grey UV mask at the map's resolution, white = replace)")
     p.add_argument("--face", default=None, help="face of --image to edit: index (detection order), 'all', "
