@@ -22,6 +22,7 @@ import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 
 from prnet_keras.cancel import check_cancelled
@@ -108,7 +109,7 @@ def edit_texture(
     running result when editing several faces). blend_mode: "poisson" | "alpha" | "none".
     erode_px: how far inside the face the blend mask ends (default 3 % of sqrt(face area),
     2..15 px). texture_size: texture side S (default twice the layout's resolution, or the
-    source texture's own size).
+    source texture's own size). The result's ``pairs`` is empty (no face indices here).
     """
     layout = target_face.layout
     if blend_mode not in BLENDS:
@@ -121,8 +122,6 @@ def edit_texture(
     weights = uv_region_mask(layout, mask)
     src_tex, src_conf = _source_texture(source, size, layout)
     if src_tex.shape[0] != size:
-        import cv2
-
         src_tex = cv2.resize(src_tex, (size, size), interpolation=cv2.INTER_LINEAR)
         src_conf = resize_uv(src_conf, size)
     tgt_tex, tgt_conf = face_texture(target_face, size)
@@ -146,7 +145,8 @@ def edit_texture(
                          f"got {out.shape} {out.dtype}")
     region_only = not (isinstance(mask, str) and mask == "face")
     # The source alone is rendered: the image keeps the target's own pixels outside the core.
-    rendered, covered, region, (x0, y0, x1, y1) = render_texture(target_face, src_full, w[..., 0] if region_only else None)
+    rendered, covered, region, (x0, y0, x1, y1) = render_texture(target_face, src_full,
+                                                                 w[..., 0] if region_only else None)
     px = default_erode_px(covered) if erode_px is None else int(erode_px)
     if px < 0:
         raise InputError(f"erode_px: expected >= 0, got {erode_px}")
@@ -184,9 +184,11 @@ def select_faces(faces: Sequence[Face], index: FaceIndex, name: str, allow_all: 
     try:
         i = int(index)
     except (TypeError, ValueError):
-        raise InputError(f"{name}: face index must be an integer{' or all' if allow_all else ''}, got {index!r}") from None
+        what = "an integer or all" if allow_all else "an integer"
+        raise InputError(f"{name}: face index must be {what}, got {index!r}") from None
     if not 0 <= i < len(faces):
-        raise InputError(f"{name}: face index {i} out of range: {len(faces)} face(s) found (indices 0..{len(faces) - 1})")
+        raise InputError(f"{name}: face index {i} out of range: {len(faces)} face(s) found "
+                         f"(indices 0..{len(faces) - 1})")
     return [i]
 
 

@@ -190,7 +190,8 @@ def lab_statistics(texture: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray,
     if not w.sum() >= 1.0:
         raise InputError("colour transfer: no visible skin to measure in one of the faces")
     sel = w > 0
-    x = cv2.cvtColor(np.ascontiguousarray(texture, np.float32), cv2.COLOR_RGB2LAB).reshape(-1, 3)[sel].astype(np.float64)
+    lab = cv2.cvtColor(np.ascontiguousarray(texture, np.float32), cv2.COLOR_RGB2LAB)
+    x = lab.reshape(-1, 3)[sel].astype(np.float64)
     w = w[sel].astype(np.float64)
     mean = w @ x / w.sum()
     std = np.sqrt(w @ (x - mean) ** 2 / w.sum())

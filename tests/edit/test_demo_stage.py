@@ -14,7 +14,8 @@ def test_stage_texture_writes_results_and_figure(tiny_model_path, tmp_path, monk
     # the model is loaded once for the two commands of the stage (test_cli loads it the way users do)
     loaded = {}
     real = lm.load_predictor
-    monkeypatch.setattr(lm, "load_predictor", lambda *a, **kw: loaded.get("p") or loaded.setdefault("p", real(*a, **kw)))
+    monkeypatch.setattr(lm, "load_predictor",
+                        lambda *a, **kw: loaded.get("p") or loaded.setdefault("p", real(*a, **kw)))
     figure = demo.stage_texture(tmp_path, tiny_model_path, seed=0)
     out = capsys.readouterr().out
     assert "$ prnet-texture -i" in out and "--mode 1" in out and "--mode 0" in out

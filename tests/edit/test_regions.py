@@ -94,7 +94,8 @@ def test_user_mask_images(synthetic_layout, tmp_path):
     np.testing.assert_array_equal(uv_region_mask(lay, grey / 255.0), w)
 
     cv2.imwrite(str(tmp_path / "small.png"), grey[:128, :100])
-    with pytest.raises(InputError, match=r"small.png: expected a 256x256 mask \(the UV map's resolution\), got 100x128"):
+    with pytest.raises(InputError, match=r"small.png: expected a 256x256 mask \(the UV map's resolution\), "
+                                         r"got 100x128"):
         uv_region_mask(lay, tmp_path / "small.png")
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(InputError, match="notes.png: cannot read the mask image"):

@@ -47,7 +47,8 @@ def test_swap_puts_the_source_texture_on_the_target_geometry(scenes, edit_predic
     np.testing.assert_array_equal(r.image[~r.mask], p.image[~r.mask])
     assert r.mask.sum() > 0.85 * face.sum()
     # B's checker painted on A's geometry is what the edited face shows; A's stripes are gone
-    expected, _ = edit_helpers.render_colors(p.faces[0], scenes["colors"]["checker"], synthetic_model, p.image.shape[:2])
+    expected, _ = edit_helpers.render_colors(p.faces[0], scenes["colors"]["checker"], synthetic_model,
+                                             p.image.shape[:2])
     with_b = _corr(r.image / 255.0, expected, r.mask)
     with_a = _corr(r.image / 255.0, p.image / 255.0, r.mask)
     assert with_b > (0.99 if options else 0.8) and with_a < 0.3, (with_b, with_a)
