@@ -163,6 +163,9 @@ def swap_job(engine: Any, s: ServerSettings, req: dict) -> tuple[bytes, str, dic
     ok, data = cv2.imencode(suffix, cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), params)
     if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays
         raise ApiError(500, "internal_error", "could not encode the edited image")
+    if data.size > s.max_response_bytes:
+        raise ApiError(413, "too_large", f"format: the {req['format']} image would take {data.size} bytes, more than "
+                       f"the response limit {s.max_response_bytes} (ask for jpeg)", "format")
     headers = {
         "X-Swap-Pairs": ",".join(f"{t}<-{src}" for t, src in result.pairs),
         "X-Changed-Pixels": str(int(result.mask.sum())),

@@ -138,3 +138,7 @@ def test_swap_limits_and_api_key(edit_predictor, photos):
         r = c.post("/v1/swap", files=big, headers=key)
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
         assert "/v1/swap" in c.get("/openapi.json").json()["paths"]
+    with TestClient(create_app(edit_predictor, _settings(max_response_bytes=20_000))) as c:
+        r = c.post("/v1/swap", data={"format": "png"}, files={"image": ("a.png", photos["p"], "image/png"),
+                                                              "ref": ("b.png", photos["q"], "image/png")})
+        assert r.status_code == 413 and r.json()["error"]["field"] == "format", r.text
