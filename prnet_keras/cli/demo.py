@@ -8,7 +8,9 @@ Stages, each writing into ``--out`` (default ``quickstart/``):
   4. train the light model briefly;
   5. evaluate it (CED plot, Markdown table, summary.json);
   6. reconstruct a synthetic test image (and a real photo when reference data is present):
-     mesh files and the 4-panel figure.
+     mesh files and the 4-panel figure;
+  7. swap two new synthetic faces (the whole face, then only the eyes) with prnet-texture and
+     write a before / after figure.
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ def stage_model(out: Path, seed: int) -> None:
     print(f"wrote {out / 'model' / 'synthetic_face.png'} and {out / 'model' / 'uv_position_map.png'}")
 
 
-def _run(cli_main, argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
-    print("$", cli_main.__module__.rsplit(".", 1)[-1] + ".py", " ".join(argv), flush=True)
+def _run(cli_main, argv: list[str], ok: tuple[int, ...] = (0,), shown: str | None = None) -> None:
+    print("$", shown or cli_main.__module__.rsplit(".", 1)[-1] + ".py", " ".join(argv), flush=True)
     code = cli_main(argv)
     if code not in ok:
         raise PRNetError(f"{cli_main.__module__} exited with status {code}")
@@ -190,6 +192,54 @@ def stage_reconstruct(out: Path, data: Path, model: Path) -> None:
         print("(no real photo: the reference data is absent; the synthetic image stands alone)")
 
 
+def _frontal_pair(folder: Path) -> list[tuple[Path, str]]:
+    """The two most frontal synthetic AFLW2000-3D images of ``folder``, each with the box of its pt3d_68."""
+    import scipy.io
+
+    found = []
+    for mat_path in sorted(folder.glob("image*.mat")):
+        mat = scipy.io.loadmat(str(mat_path))
+        pts = mat["pt3d_68"][:2]
+        box = ",".join(f"{v:.1f}" for v in (pts[0].min(), pts[1].min(), pts[0].max(), pts[1].max()))
+        found.append((abs(float(mat["Pose_Para"].reshape(-1)[1])), mat_path.with_suffix(".jpg"), box))
+    if len(found) < 2:
+        raise PRNetError(f"the texture stage needs two synthetic test images in {folder}, found {len(found)}")
+    found.sort(key=lambda t: t[0])
+    return [(p, box) for _, p, box in found[:2]]
+
+
+def stage_texture(out: Path, model: Path, seed: int) -> Path:
+    """B's face onto A (whole face, then only the eyes) with prnet-texture; a before/after figure.
+
+    A and B are two new synthetic faces, near frontal and without occluders (so the figure
+    shows the edit, not a hand over the face)."""
+    from prnet_keras.cli import texture
+    from prnet_keras.data.synth import generate_dataset
+    from prnet_keras.inference.images import load_image
+    from prnet_keras.viz.figure import save_panels
+
+    folder = out / "texture"
+    faces = folder / "faces"
+    if not _synthetic_complete(faces, "aflw2000", 4, seed + 2):
+        generate_dataset(faces, layout="aflw2000", count=4, seed=seed + 2, occluders=False, near_frontal_fraction=1.0)
+    (a, box_a), (b, box_b) = _frontal_pair(faces)
+    results = {}
+    for name, flags in (("swap", ["--mode", "1"]), ("eyes", ["--mode", "0"])):
+        result = folder / f"{name}.jpg"
+        result.unlink(missing_ok=True)
+        argv = ["-i", str(a), "-r", str(b), "-o", str(result), "--model", str(model), *flags]
+        _run(texture.main, argv + ["--detector", "mtcnn"], ok=(0, 2), shown="prnet-texture")
+        if not result.exists():  # exit 2: MTCNN missed a face of the small synthetic images
+            print("(no face found: using the landmark boxes of the synthetic images instead)")
+            _run(texture.main, argv + ["--bbox", box_a, "--ref-bbox", box_b], shown="prnet-texture")
+        results[name] = load_image(result)
+    figure = save_panels(folder / "before_after.png", [
+        ("A (before)", load_image(a)), ("B (reference)", load_image(b)),
+        ("A with B's face (--mode 1)", results["swap"]), ("A with B's eyes (--mode 0)", results["eyes"])])
+    print(f"wrote {figure}")
+    return figure
+
+
 class _DemoHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """The module docstring (a numbered list of stages) as written; defaults as every CLI shows them."""
 
@@ -227,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         ("evaluate (NME, ICP; CED plots and table)", lambda: stage_evaluate(out, state["data"], state["model"])),
         ("reconstruct a synthetic test image (and a real photo when available)",
          lambda: stage_reconstruct(out, state["data"], state["model"])),
+        ("swap two synthetic faces (prnet-texture): whole face and eyes, before/after figure",
+         lambda: stage_texture(out, state["model"], args.seed)),
     ]
     def body() -> int:
         for i, (title, run) in enumerate(stages, 1):
@@ -241,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     print(f"\nquickstart done in {time.perf_counter() - started:.0f} s: everything is under {out}/")
     for rel in ("model/synthetic_face.png", "model/uv_position_map.png", "run/training_log.csv", "run/best_nme.keras",
-                "evaluation/results.md", "evaluation/ced_all.png", "reconstruct"):
+                "evaluation/results.md", "evaluation/ced_all.png", "reconstruct", "texture/before_after.png"):
         print(f"  {out / rel}")
     return 0
 

@@ -65,24 +65,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
     p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir)")
     p.add_argument("--config", default=None,
-                   help="named configuration or JSON file (sections inference and crop); flags override it")
+                   help="named configuration or JSON file (sections inference, crop and data.max_image_pixels); "
+                        "flags override it")
     return p
 
 
-def resolve_options(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+INFERENCE_FLAGS = ("detector", "min_confidence", "min_face_size", "engine", "texture_size")
+
+
+def resolve_options(args: argparse.Namespace, flags: Sequence[str] = INFERENCE_FLAGS) -> tuple[dict[str, Any], Any]:
     """(options, CropConfig): the configuration (defaults, then --config) with the given flags on top.
 
-    The options are the ``inference`` section plus ``max_image_pixels`` (``data.max_image_pixels``:
-    one limit for every image reader)."""
+    The options are the ``inference`` section (``flags``: the ones this command has) plus
+    ``max_image_pixels`` (``data.max_image_pixels``: one limit for every image reader; a
+    ``--max-image-pixels`` flag when the command has one). prnet-texture resolves its options here too."""
     from prnet_keras.config import load_config
     from prnet_keras.geometry import CropConfig
 
     config = load_config(args.config)
     inference = dict(config["inference"])
-    for key in ("detector", "min_confidence", "min_face_size", "engine", "texture_size"):
+    for key in flags:
         if getattr(args, key) is not None:
             inference[key] = getattr(args, key)
-    inference["max_image_pixels"] = _first(args.max_image_pixels, config["data"]["max_image_pixels"])
+    inference["max_image_pixels"] = _first(getattr(args, "max_image_pixels", None),
+                                           config["data"]["max_image_pixels"])
     if inference["max_image_pixels"] < 1:
         raise InputError(f"--max-image-pixels: expected >= 1, got {inference['max_image_pixels']}")
     return inference, CropConfig.from_dict(config["crop"])
@@ -227,6 +233,28 @@ def _show(faces: list[tuple[Path, Any]], outputs: Sequence[str] = (), mode: str 
         print(f"no display: wrote headless mesh views to {path}", file=sys.stderr)
 
 
+def check_model_path(model: Path) -> None:
+    """A missing ``--model`` is one clear line before anything loads (checkpoints: ``<prefix>.index``)."""
+    if not model.exists() and not Path(str(model) + ".index").exists():
+        raise InputError(f"--model {model}: file not found")
+
+
+def load_predictor(model: Path, uv_data: Path | None, **kwargs: Any) -> Any:
+    """``Predictor.from_path`` with every load failure turned into one ``--model`` line."""
+    from prnet_keras.inference.predictor import Predictor
+
+    try:
+        return Predictor.from_path(model, uv_data, **kwargs)
+    except ModuleNotFoundError:
+        raise  # run_cli names the package and the extra that brings it
+    except ImportError as exc:
+        raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
+    except PRNetError:
+        raise
+    except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
+        raise InputError(f"--model {model}: cannot load this file as a model ({exc})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -254,8 +282,7 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
     if bbox is not None and len(paths) > 1:
         raise InputError("--bbox: applies to one image; use it with --image")
-    if not args.model.exists() and not Path(str(args.model) + ".index").exists():
-        raise InputError(f"--model {args.model}: file not found")
+    check_model_path(args.model)
     detector = opts["detector"]
     if detector != "none" and bbox is None:
         from prnet_keras.inference.detect import get_detector
@@ -264,20 +291,9 @@ def _run(args: argparse.Namespace) -> int:
         get_detector(detector, opts["min_confidence"], opts["min_face_size"])
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    from prnet_keras.inference.predictor import Predictor
-
-    try:
-        predictor = Predictor.from_path(args.model, args.uv_data, batch_size=16, min_confidence=opts["min_confidence"],
-                                        min_face_size=opts["min_face_size"], engine=opts["engine"], crop_config=crop,
-                                        detector=detector if detector != "none" else "mtcnn")
-    except ModuleNotFoundError:
-        raise  # run_cli names the package and the extra that brings it
-    except ImportError as exc:
-        raise InputError(f"--model: model loading is unavailable in this install ({exc})") from None
-    except PRNetError:
-        raise
-    except (OSError, ValueError) as exc:  # a file the loaders could not make sense of
-        raise InputError(f"--model {args.model}: cannot load this file as a model ({exc})") from None
+    predictor = load_predictor(args.model, args.uv_data, batch_size=16, min_confidence=opts["min_confidence"],
+                               min_face_size=opts["min_face_size"], engine=opts["engine"], crop_config=crop,
+                               detector=detector if detector != "none" else "mtcnn")
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              opts["texture_size"], args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,

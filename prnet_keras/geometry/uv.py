@@ -12,18 +12,25 @@ import dataclasses
 import hashlib
 import io
 import zipfile
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from prnet_keras import RESOLUTION
 from prnet_keras.errors import InputError
-from prnet_keras.geometry.morphable import MorphableModel
+from prnet_keras.geometry.morphable import REGION_NAMES, MorphableModel
 from prnet_keras.geometry.raster import render_uv_map, uv_pixel_coords
 
 # Paper's loss weights, landmark : eyes-nose-mouth : rest of face : outside = 16 : 4 : 3 : 0,
 # stored divided by 16 (the official uv_weight_mask.png holds 255 : 64 : 48 : 0).
 WEIGHT_KPT, WEIGHT_REGION, WEIGHT_FACE = 1.0, 4.0 / 16.0, 3.0 / 16.0
+# Region label codes of ``UVLayout.regions``: 0 rest of face / outside, then REGION_NAMES in order
+# (1 nose, 2 eye, 3 mouth), as ``MorphableModel.region_labels``.
+REGION_CODES = {name: code for code, name in enumerate(REGION_NAMES, start=1)}
+# 68-point landmarks nearest to each region (iBUG scheme): brows + eyes, nose, mouth.
+_REGION_LANDMARKS = {"eye": list(range(17, 27)) + list(range(36, 48)), "nose": list(range(27, 36)),
+                     "mouth": list(range(48, 68))}
 
 
 def grid_triangles(face_mask: np.ndarray) -> np.ndarray:
@@ -55,6 +62,11 @@ class UVLayout:
     weight_mask (R, R) float32 in [0, 1] with ratios 16:4:3:0; triangles (T, 3) int32
     indices into ``face_ind`` order; canonical_vertices (N, 3) float32, a frontal face at the
     face pixels (N = face_mask.sum()), y up, used as the pose reference.
+
+    regions (R, R) int8 or None: facial region per pixel (``REGION_CODES``: 1 nose, 2 eye,
+    3 mouth, 0 elsewhere), from the morphable model's region labels or the official
+    ``uv_face_eyes.png`` / ``uv_face.png`` pair. An annotation, not part of the layout's
+    identity (:meth:`hash`); :meth:`region_labels` derives it when absent.
     """
 
     resolution: int
@@ -64,6 +76,7 @@ class UVLayout:
     triangles: np.ndarray
     canonical_vertices: np.ndarray
     source: str = "custom"
+    regions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         r = self.resolution = int(self.resolution)
@@ -87,6 +100,11 @@ class UVLayout:
             raise InputError(f"UV layout: triangles must be (T, 3), got shape {self.triangles.shape}")
         if self.triangles.size and (self.triangles.min() < 0 or self.triangles.max() >= n):
             raise InputError(f"UV layout: triangles must index the {n} face pixels")
+        if self.regions is not None:
+            self.regions = np.asarray(self.regions).astype(np.int8)
+            if self.regions.shape != (r, r) or self.regions.min() < 0 or self.regions.max() > len(REGION_NAMES):
+                raise InputError(f"UV layout: regions must be ({r}, {r}) labels in [0, {len(REGION_NAMES)}], "
+                                 f"got shape {self.regions.shape}")
 
     @property
     def face_ind(self) -> np.ndarray:
@@ -111,6 +129,28 @@ class UVLayout:
         """(..., R, R, 3) position map(s) -> (..., 68, 3) landmarks."""
         pm = np.asarray(position_map)
         return pm[..., self.uv_kpt_ind[1], self.uv_kpt_ind[0], :]
+
+    @cached_property
+    def nearest_face_index(self) -> np.ndarray:
+        """(R·R,) int64: for every pixel the flat index of the nearest face pixel (itself on the face).
+
+        ``map.reshape(-1, C)[layout.nearest_face_index]`` extends a UV map past the face edge,
+        so resampling it does not blend in the values outside the face.
+        """
+        from scipy import ndimage
+
+        _, (ri, ci) = ndimage.distance_transform_edt(~self.face_mask, return_indices=True)
+        return (ri * self.resolution + ci).reshape(-1).astype(np.int64)
+
+    def region_labels(self) -> np.ndarray:
+        """(R, R) int8 facial regions (``REGION_CODES``), 0 outside them and outside the face.
+
+        The stored ``regions`` when the layout has them, else :func:`regions_from_weight_mask`
+        (layouts saved without regions).
+        """
+        if self.regions is not None:
+            return self.regions
+        return regions_from_weight_mask(self.weight_mask, self.face_mask, self.uv_kpt_ind)
 
     # ---- identity / serialisation ------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
@@ -141,7 +181,8 @@ class UVLayout:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, source=np.array(self.source), **self.arrays())
+        extra = {} if self.regions is None else {"regions": self.regions}
+        np.savez_compressed(buf, source=np.array(self.source), **self.arrays(), **extra)
         return buf.getvalue()
 
     @classmethod
@@ -151,6 +192,7 @@ class UVLayout:
                 resolution=int(z["resolution"]), face_mask=z["face_mask"], uv_kpt_ind=z["uv_kpt_ind"],
                 weight_mask=z["weight_mask"], triangles=z["triangles"],
                 canonical_vertices=z["canonical_vertices"], source=str(z["source"]),
+                regions=z["regions"] if "regions" in z.files else None,
             )
 
     def save(self, path: str | Path) -> None:
@@ -205,14 +247,20 @@ class UVLayout:
             _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
             canon_map = canon_map[ri, ci]
         canonical = canon_map.reshape(-1, 3)[np.flatnonzero(mask.reshape(-1))]
-        return cls(resolution, mask, kpt, weight, grid_triangles(mask), canonical, source=f"model:{model.name}")
+        # Region of a pixel: the label whose indicator dominates there (more than half).
+        ind = maps[..., 1:4]
+        regions = np.where(mask & (ind.max(-1) > 0.5), ind.argmax(-1) + 1, 0).astype(np.int8)
+        return cls(resolution, mask, kpt, weight, grid_triangles(mask), canonical, source=f"model:{model.name}",
+                   regions=regions)
 
     @classmethod
     def from_prnet_folder(cls, folder: str | Path) -> "UVLayout":
         """Load an official PRNet ``Data/uv-data`` folder (256²).
 
         Uses uv_kpt_ind.txt, face_ind.txt, uv_weight_mask.png and canonical_vertices.npy;
-        triangles.txt when present, else the grid triangulation of the face pixels.
+        triangles.txt when present, else the grid triangulation of the face pixels. Regions:
+        nose and mouth from the weight mask (:func:`regions_from_weight_mask`), the eyes where
+        uv_face_eyes.png differs from uv_face.png (the official demo's eye mask) when both exist.
         """
         from PIL import Image
 
@@ -253,7 +301,59 @@ class UVLayout:
                 raise InputError(f"{tri_path}: expected (T, 3) indices into face_ind, got shape {tri.shape}")
         else:
             tri = grid_triangles(mask)
-        return cls(res, mask, kpt, weight, tri, canonical, source="prnet-official")
+        regions = regions_from_weight_mask(weight, mask, kpt)
+        eyes = _official_eye_mask(folder, res)
+        if eyes is not None:
+            regions[regions == REGION_CODES["eye"]] = 0
+            regions[eyes & mask] = REGION_CODES["eye"]
+        return cls(res, mask, kpt, weight, tri, canonical, source="prnet-official", regions=regions)
+
+
+def _official_eye_mask(folder: Path, resolution: int) -> np.ndarray | None:
+    """(R, R) bool where uv_face_eyes.png differs from uv_face.png (grey levels), or None when absent."""
+    from PIL import Image
+
+    paths = [folder / "uv_face_eyes.png", folder / "uv_face.png"]
+    if not all(p.is_file() for p in paths):
+        return None
+    try:
+        eyes, face = (np.asarray(Image.open(p).convert("L"), np.int16) for p in paths)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot read uv_face_eyes.png / uv_face.png ({exc})") from None
+    if eyes.shape != (resolution, resolution) or face.shape != eyes.shape:
+        raise InputError(f"{folder}: uv_face_eyes.png {eyes.shape} and uv_face.png {face.shape} must be "
+                         f"({resolution}, {resolution})")
+    return eyes != face
+
+
+def regions_from_weight_mask(weight_mask: np.ndarray, face_mask: np.ndarray, uv_kpt_ind: np.ndarray) -> np.ndarray:
+    """(R, R) int8 region labels (``REGION_CODES``) from a loss weight mask and the landmark pixels.
+
+    The eyes-nose-mouth pixels of the weight mask (weight 4/16 and the landmarks inside them;
+    stray specks of fewer than 20 pixels dropped) go to the region of the nearest landmark:
+    brows and eyes -> eye, 27-35 -> nose, 48-67 -> mouth.
+    """
+    from scipy import ndimage
+
+    w = np.asarray(weight_mask, np.float32)
+    # between the face (3/16) and region (4/16) weights
+    region = np.asarray(face_mask, bool) & (w >= 0.5 * (WEIGHT_FACE + WEIGHT_REGION))
+    lab, n = ndimage.label(region)
+    if n:
+        sizes = ndimage.sum(region, lab, np.arange(1, n + 1))
+        region &= np.isin(lab, 1 + np.flatnonzero(sizes >= 20))
+    rows, cols = np.nonzero(region)
+    best = np.full(rows.size, np.inf)
+    labels = np.zeros(rows.size, np.int8)
+    kc, kr = np.asarray(uv_kpt_ind)
+    for name, idx in _REGION_LANDMARKS.items():
+        d = np.min((rows[:, None] - kr[idx][None]) ** 2 + (cols[:, None] - kc[idx][None]) ** 2, axis=1)
+        nearer = d < best
+        best[nearer] = d[nearer]
+        labels[nearer] = REGION_CODES[name]
+    out = np.zeros(w.shape, np.int8)
+    out[rows, cols] = labels
+    return out
 
 
 def _read_int_txt(path: Path) -> np.ndarray:

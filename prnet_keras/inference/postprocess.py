@@ -204,6 +204,9 @@ class Face:
             raise InputError(f"texture size: expected 8..4096 pixels, got {size}")
         xy = np.ascontiguousarray(self.position_map[..., :2], np.float32)
         if size != r:
+            # Outside the face the map holds no face position: extend the face's own values
+            # outward first, else resampling blends them into the border texels.
+            xy = xy.reshape(-1, 2)[self.layout.nearest_face_index].reshape(r, r, 2)
             xy = cv2.resize(xy, (size, size), interpolation=cv2.INTER_LINEAR)
         tex = cv2.remap(img, xy[..., 0], xy[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         if visibility_mask:

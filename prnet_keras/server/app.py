@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prnet_keras.server import compat, native
+from prnet_keras.server import compat, native, swap
 from prnet_keras.server.codec import ApiError, json_depth
 from prnet_keras.server.pool import InferencePool
 from prnet_keras.server.responses import JSONSafeResponse, error_response
@@ -207,7 +207,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
         static_url=DOCS_ASSETS, redoc_url=None,
         title="prnet-keras server", version=__version__, default_response_class=JSONSafeResponse, lifespan=lifespan,
         description="PRNet 3D face reconstruction: PRNet-keras-compatible API (/predict, /extract, /evaluate), "
-                    "native API (/v1/...), and a page for people at /ui.",
+                    "native API (/v1/...: reconstruction, face swap), and a page for people at /ui.",
     )
     app.state.settings = settings
     app.state.service = service
@@ -215,6 +215,7 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
     _install_error_handlers(app)
     app.include_router(compat.router)
     app.include_router(native.router)
+    app.include_router(swap.router)
 
     @app.get("/ui", include_in_schema=False)
     async def ui_page() -> Response:
@@ -242,7 +243,8 @@ def create_app(predictor: Any, settings: ServerSettings | None = None, *, layout
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-API-Key", "Authorization"])
+                           allow_headers=["Content-Type", "X-API-Key", "Authorization"],
+                           expose_headers=["X-Swap-Pairs", "X-Changed-Pixels"])
     app.add_middleware(LimitsMiddleware, settings=settings)
     return app
 

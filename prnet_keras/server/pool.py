@@ -11,8 +11,8 @@ iterations), so no abandoned request keeps a core busy. A job's slot is held unt
 really stopped, so the bound stays true. The threads are daemons: stopping the process never
 waits for a job stuck inside one long library call.
 
-:func:`run_in_pool` is what a route awaits: the job runs on the app's pool and its result
-is rendered to JSON there too.
+:func:`run_in_pool` is what a JSON route awaits: the job runs on the app's pool and its result
+is rendered to JSON there too; :func:`run_job` returns the job's result as is (``/v1/swap``'s image).
 """
 
 from __future__ import annotations
@@ -169,7 +169,13 @@ def _job_rendered(fn: Callable[..., Any], *args: Any) -> bytes:
 
 
 async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> Response:
-    """Run a synchronous job on the app's bounded pool and answer its JSON.
+    """Run a synchronous job on the app's bounded pool and answer its JSON (see :func:`run_job`)."""
+    body = await run_job(request, _job_rendered, fn, *args)
+    return body if isinstance(body, Response) else Response(body, media_type="application/json")
+
+
+async def run_job(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on the app's bounded pool, its result as is (a 499 Response when the client left).
 
     503 when saturated (or stopping), 504 on time-out; a time-out, a client that
     disconnects and a server that stops all cancel the job's work.
@@ -181,8 +187,7 @@ async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> R
             pass
 
     try:
-        body = await pool.run(_job_rendered, fn, *args, disconnected=disconnected)
-        return Response(body, media_type="application/json")
+        return await pool.run(fn, *args, disconnected=disconnected)
     except PoolSaturated:
         raise ApiError(503, "busy", f"all {pool.workers} workers busy and the queue is full; retry shortly",
                        None, {"Retry-After": "1"}) from None
@@ -197,4 +202,4 @@ async def run_in_pool(request: Request, fn: Callable[..., Any], *args: Any) -> R
                        None, {"Retry-After": "1"}) from None
 
 
-__all__ = ["Cancelled", "ClientGone", "InferencePool", "PoolSaturated", "PoolTimeout", "run_in_pool"]
+__all__ = ["Cancelled", "ClientGone", "InferencePool", "PoolSaturated", "PoolTimeout", "run_in_pool", "run_job"]

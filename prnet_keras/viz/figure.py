@@ -1,4 +1,5 @@
-"""The 4-panel summary figure: input with crop box, UV position map, 2D alignment, shaded mesh."""
+"""Figures: the 4-panel face summary (input with crop box, UV position map, 2D alignment, shaded
+mesh) and a row of titled images (before / after)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,26 @@ def save_face_figure(path: str | os.PathLike, image: np.ndarray, uv_map: np.ndar
                      colors: np.ndarray | None = None) -> Path:
     """Render :func:`face_figure` to a PNG file (atomically)."""
     fig = face_figure(image, uv_map, vertices, triangles, keypoints, crop_box, colors)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def save_panels(path: str | os.PathLike, panels: list[tuple[str, np.ndarray]], height_in: float = 3.2) -> Path:
+    """A row of titled RGB images (e.g. before / after) as one PNG file (atomically)."""
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("save_panels: no panels")
+    widths = [img.shape[1] / img.shape[0] for _, img in panels]
+    fig = Figure(figsize=(height_in * sum(widths) * 0.92 + 0.2, height_in), dpi=100)
+    axes = fig.subplots(1, len(panels), gridspec_kw={"width_ratios": widths}, squeeze=False)[0]
+    for ax, (title, img) in zip(axes, panels):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())

@@ -37,6 +37,18 @@ def _photos_with_pts(dest: Path) -> None:
     (dest / "synth_info.json").unlink(missing_ok=True)
 
 
+def _group_photo(dest: Path) -> None:
+    """Two portrait photos side by side: one picture with two faces."""
+    import cv2
+
+    first, second = dest.with_name(f".{dest.stem}.0.jpg"), dest.with_name(f".{dest.stem}.1.jpg")
+    _photo(first)
+    _photo(second, 1)
+    cv2.imwrite(str(dest), np.concatenate([cv2.imread(str(first)), cv2.imread(str(second))], axis=1))
+    first.unlink()
+    second.unlink()
+
+
 def _zip(folder: Path, dest: Path, inner: str, count: int) -> None:
     """The first ``count`` samples of a synthetic dataset, zipped like the real download."""
     with zipfile.ZipFile(dest, "w") as z:
@@ -102,6 +114,8 @@ def given(aflw: Path, wlp: Path) -> dict:
     """Path as written in the docs -> how to make it (called only when the path is missing)."""
     return {
         "photo.jpg": _photo,
+        "ref.jpg": lambda d: _photo(d, 1),
+        "group.jpg": _group_photo,
         "my_photos": _photos_with_pts,
         "photos": lambda d: (d.mkdir(), _photo(d / "a.jpg"), _photo(d / "b.jpg", 1)),
         "data/300W-LP.zip": lambda d: _zip(wlp, d, "300W_LP", 8),

@@ -8,7 +8,7 @@ module ``pkg.name`` when that is a module, else on ``pkg`` itself.
 Layers (a package imports only from lower layers; the shared modules errors, cancel, utils,
 matfile and the package root are below everything):
 
-    geometry -> data, model, viz -> train, evaluate, inference -> server, client, cli
+    geometry -> data, model, viz -> train, evaluate, inference -> edit -> server, client, cli
 
 and only the entry points (``cli``) read the configuration (``prnet_keras.config``).
 """
@@ -26,6 +26,7 @@ LAYERS = {
     "geometry": 1,
     "data": 2, "model": 2, "viz": 2,
     "train": 3, "evaluate": 3, "inference": 3,
+    "edit": 3.5,
     "server": 4, "client": 4, "cli": 5,
 }
 

@@ -154,3 +154,38 @@ def test_api_docs_render_offline(browser, live_server):
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")) >= len(operations))
     assert "prnet-keras server" in browser.find_element(By.TAG_NAME, "h1").text
     assert offsite_requests(browser, live_server) == []
+
+
+def test_swap_with_a_second_photo(browser, live_server, helpers, tmp_path):
+    """The "swap with..." control: drop a second photo, see the result, get a download link;
+    a region the server's layout lacks shows the server's message."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    photo, ref = tmp_path / "photo.jpg", tmp_path / "ref.jpg"
+    photo.write_bytes(helpers.image_bytes(240, 320))
+    ref.write_bytes(helpers.image_bytes(200, 200, seed=3))
+    browser.get(f"{live_server}/ui")
+    assert browser.find_element(By.ID, "reffile").get_property("disabled")  # no photo to edit yet
+    assert upload_and_wait(browser, photo).get_attribute("data-state") == "ready"
+
+    def swapped(expect_error: bool = False):
+        WebDriverWait(browser, 60).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-swap") in ("ready", "error"))
+        body = browser.find_element(By.TAG_NAME, "body")
+        status = browser.find_element(By.ID, "swapstatus").text
+        assert body.get_attribute("data-swap") == ("error" if expect_error else "ready"), status
+        return status
+
+    browser.find_element(By.ID, "reffile").send_keys(str(ref))
+    assert "face 1 ← face 1" in swapped()
+    result = browser.find_element(By.ID, "swapresult")
+    assert browser.execute_script("return arguments[0].naturalWidth", result) == 320
+    assert browser.execute_script("return arguments[0].naturalHeight", result) == 240
+    link = browser.find_element(By.ID, "swapdownload")
+    assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == "swap-face.jpg"
+    assert result.is_displayed()
+    # the test server's toy layout has no eye region: the page says what the server said
+    browser.execute_script("document.body.dataset.swap = 'idle'")
+    Select(browser.find_element(By.ID, "region")).select_by_value("eyes")
+    assert "has no eyes region" in swapped(expect_error=True)

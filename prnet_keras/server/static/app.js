@@ -1,9 +1,11 @@
-// prnet-keras page: upload a photo to /v1/reconstruct, draw faces + landmarks, rotate the mesh.
+// prnet-keras page: upload a photo to /v1/reconstruct, draw faces + landmarks, rotate the mesh;
+// "swap with...": a second photo's face (or eyes, nose, mouth) onto the selected face via /v1/swap.
 // Plain WebGL (no libraries); a 2D-canvas painter's-algorithm renderer when WebGL is missing.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { faces: [], image: null, current: 0, rotX: 0, rotY: 0, zoom: 1, renderer: null, mesh: null };
+const state = { faces: [], image: null, current: 0, rotX: 0, rotY: 0, zoom: 1, renderer: null, mesh: null,
+                file: null, refFile: null, swapUrl: null };
 
 function setStatus(text, kind) {
   $("status").textContent = text;
@@ -11,15 +13,20 @@ function setStatus(text, kind) {
 }
 
 // ---- upload ------------------------------------------------------------------------------
+function apiHeaders() {
+  const headers = {};
+  const key = $("apikey").value.trim();
+  if (key) headers["X-API-Key"] = key;
+  return headers;
+}
+
 async function reconstruct(file) {
   if (!file) return;
   setStatus(`Reconstructing ${file.name} ...`, "busy");
   const form = new FormData();
   form.append("image", file, file.name || "photo");
   form.append("outputs", "landmarks,pose,mesh_json");
-  const headers = {};
-  const key = $("apikey").value.trim();
-  if (key) headers["X-API-Key"] = key;
+  const headers = apiHeaders();
   let answer;
   try {
     const resp = await fetch("/v1/reconstruct", { method: "POST", body: form, headers });
@@ -33,7 +40,11 @@ async function reconstruct(file) {
     return;
   }
   state.image = await loadImage(file);
+  state.file = file;
   state.faces = answer.faces;
+  $("reffile").disabled = false;
+  setSwap(state.refFile ? "" : "Now drop a second photo to swap with.", "idle");
+  if (state.refFile) swapWith(null);
   drawPhoto();
   const sel = $("face");
   sel.innerHTML = "";
@@ -289,6 +300,50 @@ function plyBlob(m) {
   return new Blob([header, buf.buffer], { type: "application/octet-stream" });
 }
 
+// ---- swap with a second photo ------------------------------------------------------------------
+function setSwap(text, kind) {
+  if (text) $("swapstatus").textContent = text;
+  if (kind) document.body.dataset.swap = kind;
+}
+
+async function swapWith(file) {
+  if (file) state.refFile = file;
+  if (!state.file || !state.refFile) return;
+  const region = $("region").value;
+  setSwap(`Putting the ${region === "face" ? "face" : region} of ${state.refFile.name} onto face ${state.current + 1} ...`, "busy");
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "photo");
+  form.append("ref", state.refFile, state.refFile.name || "reference");
+  form.append("region", region);
+  form.append("color_transfer", $("colortransfer").checked ? "true" : "false");
+  if (state.faces.length) form.append("face", String(state.current));
+  let blob, resp;
+  try {
+    resp = await fetch("/v1/swap", { method: "POST", body: form, headers: apiHeaders() });
+    if (!resp.ok) {
+      let message = resp.statusText;
+      try { message = (await resp.json()).error.message || message; } catch (e) { /* not JSON */ }
+      throw new Error(`${resp.status}: ${message}`);
+    }
+    blob = await resp.blob();
+  } catch (err) {
+    $("swapfigure").hidden = true;
+    setSwap(`Failed: ${err.message}`, "error");
+    return;
+  }
+  if (state.swapUrl) URL.revokeObjectURL(state.swapUrl);
+  state.swapUrl = URL.createObjectURL(blob);
+  const img = $("swapresult");
+  await new Promise((resolve) => { img.onload = resolve; img.onerror = resolve; img.src = state.swapUrl; });
+  const link = $("swapdownload");
+  link.href = state.swapUrl;
+  link.download = `swap-${region}.jpg`;
+  $("swapfigure").hidden = false;
+  $("swapbtn").disabled = false;
+  const pairs = (resp.headers.get("X-Swap-Pairs") || "").replace(/(\d+)<-(\d+)/g, (m, t, s) => `face ${+t + 1} ← face ${+s + 1}`);
+  setSwap(`Done: ${pairs || "swapped"} (${region}). Save it with the link below.`, "ready");
+}
+
 // ---- events ---------------------------------------------------------------------------------------
 function wire() {
   const drop = $("drop");
@@ -301,6 +356,18 @@ function wire() {
     if (e.dataTransfer.files.length) reconstruct(e.dataTransfer.files[0]);
   });
   $("face").addEventListener("change", (e) => showFace(Number(e.target.value)));
+  const refdrop = $("refdrop");
+  $("reffile").addEventListener("change", (e) => swapWith(e.target.files[0]));
+  refdrop.addEventListener("dragover", (e) => { e.preventDefault(); refdrop.classList.add("over"); });
+  refdrop.addEventListener("dragleave", () => refdrop.classList.remove("over"));
+  refdrop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    refdrop.classList.remove("over");
+    if (!state.file) { setSwap("Choose the photo to edit above first.", "error"); return; }
+    if (e.dataTransfer.files.length) swapWith(e.dataTransfer.files[0]);
+  });
+  for (const id of ["region", "colortransfer"]) $(id).addEventListener("change", () => swapWith(null));
+  $("swapbtn").addEventListener("click", () => swapWith(null));
   $("reset").addEventListener("click", () => { state.rotX = state.rotY = 0; state.zoom = 1; renderer().draw(); });
   $("obj").addEventListener("click", () => download(`face${state.current + 1}.obj`, objBlob(state.mesh.raw)));
   $("ply").addEventListener("click", () => download(`face${state.current + 1}.ply`, plyBlob(state.mesh.raw)));
