@@ -44,7 +44,8 @@ def uv_region_mask(layout: UVLayout, region: str | os.PathLike | np.ndarray) -> 
         weights = np.asarray(region, np.float32)
         name = "mask"
         if weights.shape != (r, r):
-            raise InputError(f"{name}: expected a ({r}, {r}) array (the UV map's resolution), got shape {weights.shape}")
+            raise InputError(f"{name}: expected a ({r}, {r}) array (the UV map's resolution), "
+                             f"got shape {weights.shape}")
         if not np.all(np.isfinite(weights)) or weights.min() < 0.0 or weights.max() > 1.0:
             raise InputError(f"{name}: expected weights in [0, 1]")
     weights = np.where(face, weights, 0.0).astype(np.float32)
