@@ -121,6 +121,29 @@ def test_faces_masks_and_errors_through_the_cli(files, tmp_path, patched, capsys
         assert message in _one_error_line(capsys), argv
 
 
+def test_config_file_gives_the_options(files, tmp_path, patched, capsys):
+    """--config: inference values, crop rules and data.max_image_pixels as prnet-predict resolves them."""
+    import json
+
+    from prnet_keras.geometry import CropConfig
+
+    crop = {**CropConfig().to_dict(), "detector_box_scale": 1.9}
+    path = tmp_path / "texture.json"
+    path.write_text(json.dumps({"inference": {"detector": "opencv", "min_confidence": 0.7, "min_face_size": 50,
+                                              "engine": "keras"}, "crop": crop}))
+    out = tmp_path / "o.png"
+    argv = ["-i", str(files["a"]), "-r", str(files["b"]), "-o", str(out), "--model", str(files["model"])]
+    assert texture.main(argv + ["--config", str(path)]) == 0, capsys.readouterr().err
+    kw = patched[-1]
+    assert (kw["detector"], kw["min_confidence"], kw["min_face_size"], kw["engine"]) == ("opencv", 0.7, 50, "keras")
+    assert kw["crop_config"] == CropConfig.from_dict(crop)
+    assert texture.main(argv + ["--config", str(path), "--min-face-size", "60"]) == 0  # a flag wins over the file
+    assert patched[-1]["min_face_size"] == 60
+    path.write_text(json.dumps({"data": {"max_image_pixels": 200 * 200 - 1}}))  # the scenes are 200x200
+    assert texture.main(argv + ["--config", str(path), "--detector", "opencv"]) == 2
+    assert "more than the limit" in _one_error_line(capsys)
+
+
 def test_interrupt_is_one_line(files, tmp_path, monkeypatch, capsys):
     import prnet_keras.cli.load_model as lm
 
