@@ -2,6 +2,8 @@
 
     python load_model.py --image face.jpg --model run/model.keras --output out/
     python load_model.py --input-dir photos/ --model run/model.keras --outputs obj,kpt,pose,figure
+    python load_model.py --video talk.mp4 --model run/model.keras --output out/ --overlay landmarks,pose
+    python load_model.py --webcam --model run/model.keras
 
 Exit status: 0 when every image gave at least one face, 1 when some images were skipped
 (unreadable, no face: one line each on stderr), 2 on a usage / model error (one line).
@@ -29,16 +31,21 @@ DEFAULT_OUTPUTS = "obj,kpt,pose"
 def build_parser() -> argparse.ArgumentParser:
     from prnet_keras.inference.writers import OUTPUTS
 
-    p = cli_parser("PRNet face reconstruction from images.", parser_class=OneLineErrorParser)
+    p = cli_parser("PRNet face reconstruction from images, videos and cameras.", parser_class=OneLineErrorParser)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--image", type=Path, help="one image file")
     src.add_argument("--input-dir", type=Path, help="folder searched recursively for .jpg/.jpeg/.png (any case)")
+    src.add_argument("--video", type=Path, help="a video file: writes an annotated video and frames.csv/.jsonl")
+    src.add_argument("--webcam", type=int, nargs="?", const=0, metavar="INDEX",
+                     help="a camera (default 0): live window, q quits, s saves the current meshes")
     p.add_argument("--model", type=Path, required=True,
                    help=".keras file, SavedModel folder or official checkpoint prefix")
     p.add_argument("--uv-data", type=Path, default=None,
                    help="UV layout: official uv-data folder or .npz (default: found beside the model)")
     p.add_argument("--output", type=Path, default=Path("output"), help="output folder")
-    p.add_argument("--outputs", default=DEFAULT_OUTPUTS, help=f"comma list of {','.join(OUTPUTS)}")
+    p.add_argument("--outputs", default=None,
+                   help=f"comma list of {','.join(OUTPUTS)} (default: {DEFAULT_OUTPUTS} for images; none for "
+                        "video, where they are written every --every frames)")
     p.add_argument("--detector", choices=("mtcnn", "opencv", "dlib", "none"), default=None,
                    help="face detector; 'none' uses the whole image (or --bbox) as the face box "
                         "(default: the configuration's inference.detector, mtcnn)")
@@ -48,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face-size", type=int, default=None,
                    help="smallest face searched, in pixels, MTCNN and OpenCV; 20 finds smaller faces, ~1.5x slower "
                         "(default: the configuration's inference.min_face_size, 40)")
-    p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino"),
-                   help="what runs the network: auto (OpenVINO on CPU when installed, else Keras), keras, openvino "
-                        "(default: the configuration's inference.engine, auto)")
+    p.add_argument("--engine", default=None, choices=("auto", "keras", "openvino", "openvino-int8"),
+                   help="what runs the network: auto (OpenVINO on CPU when installed, its int8 model when one was "
+                        "made and passed the accuracy check; else Keras), keras, openvino (fp32), openvino-int8 "
+                        "(quantised on first use, see --calibration) (default: the configuration's "
+                        "inference.engine, auto)")
+    p.add_argument("--calibration", type=Path, default=None,
+                   help="openvino-int8: HDF5 dataset (built by prnet-build-dataset) whose crops calibrate and "
+                        "validate the quantisation (default: synthetic faces)")
     p.add_argument("--batch", type=int, default=8, help="images per network batch (all their faces together)")
     p.add_argument("--max-image-pixels", type=int, default=None,
                    help="larger images (width x height, read from the header) are skipped without decoding "
@@ -63,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open each face in prnet-view (a process of its own) as a mesh, or as points with "
                         "'--show points'; without a display, write headless mesh views (PNG)")
     p.add_argument("--cpu", action="store_true", help="hide GPUs (CUDA_VISIBLE_DEVICES=-1)")
-    p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir)")
+    from prnet_keras.cli.video import add_video_arguments
+
+    add_video_arguments(p)
+    p.add_argument("--no-progress", action="store_true", help=f"{NO_PROGRESS_HELP} (--input-dir, --video)")
     p.add_argument("--config", default=None,
                    help="named configuration or JSON file (sections inference, crop and data.max_image_pixels); "
                         "flags override it")
@@ -255,6 +270,29 @@ def load_predictor(model: Path, uv_data: Path | None, **kwargs: Any) -> Any:
         raise InputError(f"--model {model}: cannot load this file as a model ({exc})") from None
 
 
+def predictor_for(args: argparse.Namespace, opts: dict[str, Any], crop: Any, detector: str) -> Any:
+    """The Predictor of the parsed arguments and resolved options; the model path and the
+    detector are checked first (one clear line each, before the model loads)."""
+    check_model_path(args.model)
+    if detector != "none":
+        from prnet_keras.inference.detect import get_detector
+
+        get_detector(detector, opts["min_confidence"], opts["min_face_size"])
+    if args.cpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    engine_options: dict[str, Any] = {}
+    if opts["engine"] == "openvino-int8":
+        from prnet_keras.inference.calibration import calibration_source
+
+        engine_options = {"calibration": calibration_source(args.calibration),
+                          "log": lambda m: print(m, file=sys.stderr)}
+    elif args.calibration is not None:
+        raise InputError("--calibration: applies to --engine openvino-int8")
+    return load_predictor(args.model, args.uv_data, batch_size=16, min_confidence=opts["min_confidence"],
+                          min_face_size=opts["min_face_size"], engine=opts["engine"], crop_config=crop,
+                          detector=detector if detector != "none" else "mtcnn", **engine_options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -264,11 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    outputs = parse_outputs(args.outputs)
+    opts, crop = resolve_options(args)
+    if args.video is not None or args.webcam is not None:
+        from prnet_keras.cli.video import run_video
+
+        return run_video(args, parse_outputs(args.outputs) if args.outputs else [], opts,
+                         lambda detector: predictor_for(args, opts, crop, detector))
+    outputs = parse_outputs(args.outputs or DEFAULT_OUTPUTS)
     bbox = parse_bbox(args.bbox)
     if args.batch < 1:
         raise InputError(f"--batch: expected >= 1, got {args.batch}")
-    opts, crop = resolve_options(args)
     if args.image is not None:
         from prnet_keras.inference.images import load_image
 
@@ -282,18 +325,8 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input_dir}: no .jpg/.jpeg/.png images found")
     if bbox is not None and len(paths) > 1:
         raise InputError("--bbox: applies to one image; use it with --image")
-    check_model_path(args.model)
     detector = opts["detector"]
-    if detector != "none" and bbox is None:
-        from prnet_keras.inference.detect import get_detector
-
-        # an unavailable detector: one clear line, before the model loads
-        get_detector(detector, opts["min_confidence"], opts["min_face_size"])
-    if args.cpu:
-        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
-    predictor = load_predictor(args.model, args.uv_data, batch_size=16, min_confidence=opts["min_confidence"],
-                               min_face_size=opts["min_face_size"], engine=opts["engine"], crop_config=crop,
-                               detector=detector if detector != "none" else "mtcnn")
+    predictor = predictor_for(args, opts, crop, detector if bbox is None else "none")
     summary = process_images(paths, predictor, args.output, outputs, root, detector, bbox, args.batch,
                              opts["texture_size"], args.visibility_mask, args.mat_type,
                              log=lambda m: print(m, file=sys.stderr), keep_faces=args.show is not None,

@@ -123,9 +123,11 @@ def _normals(v: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def shade_face(model: MorphableModel, params: FaceParams, posed: np.ndarray,
-               size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shade_face(model: MorphableModel, params: FaceParams, posed: np.ndarray, size: int,
+               width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the face: (RGB (H, W, 3) float32 in [0, 1], coverage (H, W) float32, z-buffer (H, W)).
+
+    H = ``size``, W = ``width`` (default ``size``: square images).
 
     Per-vertex colour = gain·texture + offset; light = ambient + directional·max(n·l, 0)
     per channel (Lambert), rasterised with the z-buffer over face and mouth triangles.
@@ -138,7 +140,7 @@ def shade_face(model: MorphableModel, params: FaceParams, posed: np.ndarray,
     lam = np.clip(_normals(posed, tri) @ light_direction(params.illum_para).astype(np.float32), 0.0, 1.0)
     shade = il[None, :3] + il[None, 3:6] * lam[:, None]
     attr = np.concatenate([col * shade, np.ones((col.shape[0], 1))], 1).astype(np.float32)
-    img, depth, _ = rasterize(posed, tri, attr, size, size)
+    img, depth, _ = rasterize(posed, tri, attr, size, size if width is None else int(width))
     return np.clip(img[..., :3], 0.0, 1.0), img[..., 3], depth
 
 

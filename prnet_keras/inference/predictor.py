@@ -46,8 +46,8 @@ class Predictor:
         convolutions, made here (``model.fold``; faster, same outputs within float32
         rounding). The copy does not follow later training of the model: pass False, or
         make a new Predictor, to predict with a model that is still changing.
-    engine: what runs a bare keras.Model: "auto" | "keras" | "openvino" (``model.engines``).
-        An OpenVINO copy never follows later training.
+    engine: what runs a bare keras.Model: "auto" | "keras" | "openvino" | "openvino-int8"
+        (``model.engines``). An OpenVINO copy never follows later training.
 
     The defaults are the packaged ``inference`` and ``crop`` sections; entry points pass the
     values of the resolved configuration.
@@ -105,7 +105,8 @@ class Predictor:
         """Load a ``.keras`` file, SavedModel folder or official checkpoint prefix (``model.io.load_network``)."""
         from prnet_keras.model.io import load_network
 
-        network = load_network(model_path, uv_data=uv_data, engine=kwargs.pop("engine", "auto"))
+        network = load_network(model_path, uv_data=uv_data, engine=kwargs.pop("engine", "auto"),
+                               calibration=kwargs.pop("calibration", None), log=kwargs.pop("log", None))
         return cls(network, **kwargs)
 
     # ---- pieces -----------------------------------------------------------------------------

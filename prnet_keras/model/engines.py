@@ -12,14 +12,21 @@ float32 to the model's output as a float32 array, any B, callable from any threa
   cache folder (:func:`cache_dir`, keyed by a hash of the architecture and weights, the 8
   most recently used kept), so a later load of the same weights takes ~0.3 s. TensorFlow
   backend only (the converter reads TensorFlow graphs).
+- ``"openvino-int8"``: the OpenVINO model quantised to int8 by NNCF (``model.quantize``),
+  calibrated on crops the caller supplies, checked for accuracy on held-out crops, and
+  cached (with its accuracy report) like the fp32 conversion: quantising resfcn256 takes
+  minutes once, loading it again ~1 s.
 - ``"auto"`` (default): OpenVINO when it is importable, the backend is TensorFlow and
-  TensorFlow sees no GPU; otherwise Keras. A model OpenVINO cannot convert falls back to
-  Keras with a warning.
+  TensorFlow sees no GPU; otherwise Keras. With the cache on, on a CPU with int8
+  dot-product units, the cached int8 model is used when its accuracy report is within the
+  bound (``model.quantize.INT8_BOUND``); auto never quantises by itself. A model OpenVINO
+  cannot convert falls back to Keras with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -33,7 +40,7 @@ import numpy as np
 from prnet_keras.errors import InputError, PRNetWarning
 
 ForwardFn = Callable[[np.ndarray], np.ndarray]
-ENGINES = ("auto", "keras", "openvino")
+ENGINES = ("auto", "keras", "openvino", "openvino-int8")
 CACHE_KEEP = 8  # converted models kept in the cache (53 MB each for resfcn256)
 
 
@@ -91,26 +98,29 @@ def _convert(model: Any, ov: Any) -> Any:
     return ov.convert_model(traced)
 
 
-def _cached_convert(model: Any, ov: Any, folder: Path) -> Any:
-    """The converted model from ``folder`` when there, else converted and stored (best effort:
-    an unwritable or damaged cache only costs the conversion)."""
-    import keras
+def _read_entry(xml: Path, ov: Any) -> Any | None:
+    """A cached OpenVINO model, or None when absent or damaged (then it is made again)."""
+    if not xml.is_file():
+        return None
+    try:
+        converted = ov.Core().read_model(str(xml))
+        os.utime(xml)  # most recently used
+        return converted
+    except Exception:  # damaged entry: convert again and replace it
+        return None
 
-    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__}")
-    xml = folder / "openvino" / f"{key}.xml"
-    if xml.is_file():
-        try:
-            converted = ov.Core().read_model(str(xml))
-            os.utime(xml)  # most recently used
-            return converted
-        except Exception:  # damaged entry: convert again and replace it
-            pass
-    converted = _convert(model, ov)
+
+def _store_entry(xml: Path, converted: Any, ov: Any, sidecar: dict | None = None) -> None:
+    """Save ``converted`` as ``xml`` (+ .bin, + .json ``sidecar``) atomically, keep the CACHE_KEEP
+    most recently used entries of the folder (best effort: an unwritable cache only costs time)."""
     try:
         xml.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".tmp-"))
         try:
             ov.save_model(converted, str(tmp / "m.xml"), compress_to_fp16=False)
+            if sidecar is not None:
+                (tmp / "m.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+                os.replace(tmp / "m.json", xml.with_suffix(".json"))
             # .bin first: an .xml is only ever seen beside its complete weights
             os.replace(tmp / "m.bin", xml.with_suffix(".bin"))
             os.replace(tmp / "m.xml", xml)
@@ -118,41 +128,38 @@ def _cached_convert(model: Any, ov: Any, folder: Path) -> Any:
             shutil.rmtree(tmp, ignore_errors=True)
         entries = sorted(xml.parent.glob("*.xml"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[CACHE_KEEP:]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".bin").unlink(missing_ok=True)
+            for suffix in (".xml", ".bin", ".json"):
+                old.with_suffix(suffix).unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _cached_convert(model: Any, ov: Any, folder: Path) -> Any:
+    """The converted model from ``folder`` when there, else converted and stored."""
+    import keras
+
+    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__}")
+    xml = folder / "openvino" / f"{key}.xml"
+    converted = _read_entry(xml, ov)
+    if converted is None:
+        converted = _convert(model, ov)
+        _store_entry(xml, converted, ov)
     return converted
 
 
-def openvino_forward(model: Any, threads: int | None = None, cache: bool = False) -> ForwardFn:
-    """Compile ``model`` (single input, single output, TensorFlow backend) with OpenVINO for the CPU.
-
-    ``threads``: inference threads (default: the cores this process may use); ``cache``: keep
-    the converted model in :func:`cache_dir`. Raises InputError when OpenVINO cannot run
-    here or cannot convert the model.
-    """
-    reason = openvino_unavailable_reason()
-    if reason:
-        raise InputError(f"engine 'openvino': {reason}")
-    import openvino as ov
-
+def _compile(converted: Any, ov: Any, threads: int | None) -> Any:
     from prnet_keras.utils import usable_cores
 
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise InputError(f"engine 'openvino': {model.name} must have one input and one output")
-    folder = cache_dir() if cache else None
-    try:
-        converted = _cached_convert(model, ov, folder) if folder else _convert(model, ov)
-        compiled = ov.Core().compile_model(converted, "CPU", {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": int(threads or usable_cores()),
-        })
-    except Exception as exc:  # the converter raises its own types for unsupported graphs
-        if "KeyboardInterrupt" in str(exc):  # it reports Ctrl-C as a RuntimeError: stop, do not fall back
-            raise KeyboardInterrupt from None
-        raise InputError(f"engine 'openvino': cannot convert {model.name} ({exc.__class__.__name__}: {exc})") from None
+    return ov.Core().compile_model(converted, "CPU", {
+        "PERFORMANCE_HINT": "LATENCY",
+        # fp32 pinned: on CPUs with bf16 units OpenVINO would otherwise default to bf16 (the
+        # int8 model's quantised layers run in int8 either way; the rest stays fp32)
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": int(threads or usable_cores()),
+    })
+
+
+def _forward_of(compiled: Any) -> ForwardFn:
     request = compiled.create_infer_request()
     lock = threading.Lock()  # one request: calls from several threads take turns (one stream anyway)
 
@@ -166,14 +173,128 @@ def openvino_forward(model: Any, threads: int | None = None, cache: bool = False
     return forward
 
 
-def keras_forward(model: Any, engine: str = "auto", cache: bool = False) -> tuple[ForwardFn, str]:
+def _converter_error(exc: Exception, engine: str, model: Any) -> Exception:
+    if "KeyboardInterrupt" in str(exc):  # the converter reports Ctrl-C as a RuntimeError: stop, do not fall back
+        return KeyboardInterrupt()
+    return InputError(f"engine '{engine}': cannot convert {model.name} ({exc.__class__.__name__}: {exc})")
+
+
+def _checked_openvino(model: Any, engine: str) -> Any:
+    reason = openvino_unavailable_reason()
+    if reason:
+        raise InputError(f"engine '{engine}': {reason}")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(f"engine '{engine}': {model.name} must have one input and one output")
+    import openvino as ov
+
+    return ov
+
+
+def openvino_forward(model: Any, threads: int | None = None, cache: bool = False) -> ForwardFn:
+    """Compile ``model`` (single input, single output, TensorFlow backend) with OpenVINO for the CPU.
+
+    ``threads``: inference threads (default: the cores this process may use); ``cache``: keep
+    the converted model in :func:`cache_dir`. Raises InputError when OpenVINO cannot run
+    here or cannot convert the model.
+    """
+    ov = _checked_openvino(model, "openvino")
+    folder = cache_dir() if cache else None
+    try:
+        converted = _cached_convert(model, ov, folder) if folder else _convert(model, ov)
+        compiled = _compile(converted, ov, threads)
+    except Exception as exc:  # the converter raises its own types for unsupported graphs
+        raise _converter_error(exc, "openvino", model) from None
+    return _forward_of(compiled)
+
+
+# ---- int8 ------------------------------------------------------------------------------------
+def _int8_entry(model: Any, ov: Any, folder: Path) -> Path:
+    import keras
+
+    try:
+        from importlib.metadata import version
+
+        nncf_version = version("nncf")
+    except Exception:  # noqa: BLE001 - not installed: no entry can match anyway
+        nncf_version = "none"
+    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__} nncf {nncf_version} int8")
+    return folder / "openvino-int8" / f"{key}.xml"
+
+
+def cached_int8_report(model: Any) -> dict | None:
+    """The accuracy report of this model's cached int8 conversion, or None when there is none."""
+    folder = cache_dir()
+    if folder is None or openvino_unavailable_reason():
+        return None
+    import openvino as ov
+
+    xml = _int8_entry(model, ov, folder)
+    try:
+        return json.loads(xml.with_suffix(".json").read_text()) if xml.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def openvino_int8_forward(model: Any, calibration: Any = None, layout: Any = None, threads: int | None = None,
+                          cache: bool = True, log: Callable[[str], None] | None = None) -> ForwardFn:
+    """The model quantised to int8 by NNCF (``model.quantize``) and compiled for the CPU.
+
+    calibration: an object with ``source`` (str) and ``load(layout) -> quantize.Calibration``
+    (e.g. ``inference.calibration``); needed unless the cache holds an int8 model of these
+    weights (then None reuses it, whatever data calibrated it). A cached model calibrated on
+    another ``source`` is made again. ``forward.report`` is the accuracy report
+    (``quantize.accuracy_report``); ``log`` receives progress lines while quantising.
+    """
+    from prnet_keras.model import quantize
+
+    ov = _checked_openvino(model, "openvino-int8")
+    folder = cache_dir() if cache else None
+    xml = _int8_entry(model, ov, folder) if folder else None
+    report = cached_int8_report(model) if xml is not None else None
+    quantized = None
+    if report is not None and (calibration is None or report.get("source") == calibration.source):
+        quantized = _read_entry(xml, ov)
+    try:
+        if quantized is None:
+            if calibration is None:
+                raise InputError("engine 'openvino-int8': no int8 model of these weights is cached and no "
+                                 "calibration data was given")
+            converted = _cached_convert(model, ov, folder) if folder else _convert(model, ov)
+            data = calibration.load(layout)
+            quantized = quantize.quantize_int8(converted, data.calibration_crops, log)
+            fp32 = _forward_of(_compile(converted, ov, threads))
+            report = quantize.accuracy_report(fp32, _forward_of(_compile(quantized, ov, threads)), data)
+            if xml is not None:
+                _store_entry(xml, quantized, ov, report)
+            if log:
+                log(quantize.describe(report))
+        compiled = _compile(quantized, ov, threads)
+    except InputError:
+        raise
+    except Exception as exc:  # converter / NNCF errors
+        raise _converter_error(exc, "openvino-int8", model) from None
+    forward = _forward_of(compiled)
+    forward.report = report  # type: ignore[attr-defined]
+    return forward
+
+
+def keras_forward(model: Any, engine: str = "auto", cache: bool = False, calibration: Any = None,
+                  layout: Any = None, log: Callable[[str], None] | None = None) -> tuple[ForwardFn, str]:
     """(forward, engine used) for a keras.Model; ``engine`` is one of ENGINES (the packaged
     default ``inference.engine`` is "auto"), ``cache`` keeps an OpenVINO conversion for the
-    next load of the same weights (see module doc)."""
+    next load of the same weights (see module doc). ``calibration`` / ``layout`` / ``log``:
+    for "openvino-int8" (:func:`openvino_int8_forward`)."""
     if engine not in ENGINES:
         raise InputError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "keras" or (engine == "auto" and (openvino_unavailable_reason() or _tf_sees_gpu())):
         return _keras_predict(model), "keras"
+    if engine == "openvino-int8":
+        return openvino_int8_forward(model, calibration, layout, cache=cache, log=log), "openvino-int8"
+    if engine == "auto" and cache and int8_preferred(model):
+        try:
+            return openvino_int8_forward(model, None, layout, cache=True), "openvino-int8"
+        except InputError:
+            pass  # an unreadable cache entry: fp32 below
     try:
         return openvino_forward(model, cache=cache), "openvino"
     except InputError as exc:
@@ -181,3 +302,14 @@ def keras_forward(model: Any, engine: str = "auto", cache: bool = False) -> tupl
             raise
         warnings.warn(f"{exc}; predicting with Keras instead", PRNetWarning, stacklevel=2)
         return _keras_predict(model), "keras"
+
+
+def int8_preferred(model: Any) -> bool:
+    """``auto`` picks int8 only on an int8-capable CPU and when this model's cached int8
+    conversion passed the accuracy bound (``model.quantize.INT8_BOUND``) on its validation crops."""
+    from prnet_keras.model import quantize
+
+    if not quantize.int8_capable_cpu():
+        return False
+    report = cached_int8_report(model)
+    return bool(report and report.get("within_bound"))

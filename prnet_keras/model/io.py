@@ -188,14 +188,15 @@ def load_keras_model(path: str | Path) -> Any:
 
 
 def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fold_bn: bool = True,
-                 engine: str = "auto") -> Network:
+                 engine: str = "auto", calibration: Any = None, log: Callable[[str], None] | None = None) -> Network:
     """Load a network (format from the path, see module doc) and its UV layout.
 
     Keras models (``.keras``, checkpoints) predict through a copy with batch normalisation
     folded into the convolutions (``model.fold``: same outputs within float32 rounding,
     ~10-45 % faster on CPU); ``fold_bn=False`` predicts with the model as loaded.
     ``Network.model`` is always the model as loaded. ``engine`` runs Keras models:
-    "auto" | "keras" | "openvino" (``model.engines``).
+    "auto" | "keras" | "openvino" | "openvino-int8" (``model.engines``); ``calibration`` and
+    ``log``: for "openvino-int8" (``engines.openvino_int8_forward``).
 
     Raises ModelFileError for a missing file or one of the wrong kind, InputError when no
     UV layout can be found (pass ``uv_data``) or it does not fit the model's resolution.
@@ -212,7 +213,9 @@ def load_network(path: str | Path, uv_data: Any = None, batch_size: int = 32, fo
         kind = "keras" if p.suffix == ".keras" else "checkpoint"
         p = p if kind == "keras" else checkpoint_prefix(p)
         model = load_keras_model(p)
-        forward, used = keras_forward(fold_batch_norm(model) if fold_bn else model, engine, cache=True)
+        layout = resolve_layout(p, uv_data)  # before the engine: int8 calibration needs it
+        forward, used = keras_forward(fold_batch_norm(model) if fold_bn else model, engine, cache=True,
+                                      calibration=calibration, layout=layout, log=log)
         resolution = int(model.input_shape[1])
     elif p.suffix in (".tflite", ".onnx"):
         if not p.is_file():
