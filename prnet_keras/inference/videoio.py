@@ -15,6 +15,7 @@ frame is decoded).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -29,13 +30,23 @@ from prnet_keras.errors import InputError
 # FFmpeg's own log lines ("moov atom not found", ...) would precede our one error line;
 # the failure is reported as an InputError instead. Read by OpenCV when it opens a file.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 DEFAULT_CAMERA_FPS = 30.0
 WRITERS = {".mp4": "mp4v", ".avi": "MJPG"}
 # leading bytes of containers FFmpeg reads: a file with one of them that cannot be opened
 # is a codec (or damage) problem, not "not a video"
 _CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"OggS"), (0, b"FLV"), (0, b"\x00\x00\x01\xba"))
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own error lines while opening ("Could not find decoder ..."): off, restored after."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(0)  # silent
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def _looks_like_container(path: Path) -> bool:
@@ -63,14 +74,16 @@ class VideoSource:
             p = Path(source)
             if not p.is_file():
                 raise InputError(f"{p}: video file not found")
-            cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+            with _quiet_opencv():
+                cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
             if not cap.isOpened():
                 if _looks_like_container(p):
                     raise InputError(f"{p}: cannot decode this video: its codec is not one this OpenCV/FFmpeg build "
                                      "reads, or the file is damaged")
                 raise InputError(f"{p}: not a video file (expected e.g. .mp4, .avi, .mkv, .webm, .mov)")
         else:
-            cap = cv2.VideoCapture(int(source))
+            with _quiet_opencv():
+                cap = cv2.VideoCapture(int(source))
             if not cap.isOpened():
                 raise InputError(f"camera {source}: cannot open it (no such camera, or it is in use)")
         self._cap = cap
@@ -138,8 +151,9 @@ class VideoSink:
             raise InputError(f"{self.path}: output video must end in {' or '.join(WRITERS)}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), float(fps),
-                                       (int(width), int(height)))
+        with _quiet_opencv():
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), float(fps),
+                                           (int(width), int(height)))
         if not self._writer.isOpened():
             self._tmp.unlink(missing_ok=True)
             raise InputError(f"{self.path}: cannot write a {fourcc} video here (OpenCV/FFmpeg refused)")
