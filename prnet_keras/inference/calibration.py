@@ -19,6 +19,7 @@ report is measured on them.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -74,10 +75,8 @@ class CalibrationData:
         from prnet_keras.geometry import (
             crop_transform, pose_vertices, render_uv_map, training_crop, uv_pixel_coords, vertices_to_crop,
         )
-        from prnet_keras.geometry.synthetic import build_synthetic_model
-
-        model = build_synthetic_model(seed=0)
-        with_labels = UVLayout.from_model(model) == layout
+        model = _synthetic_model()
+        with_labels = UVLayout.from_model(model, resolution=layout.resolution) == layout
         r = layout.resolution
         uv_px = uv_pixel_coords(model.uv_coords, r) if with_labels else None
         crops = np.empty((self.count, r, r, 3), np.float32)
@@ -92,6 +91,13 @@ class CalibrationData:
                 posed = pose_vertices(model.vertices(params.shape_para, params.exp_para), params.pose_para, 320)
                 labels[i] = render_uv_map(uv_px, model.triangles, vertices_to_crop(posed, t), r)
         return crops, labels
+
+
+@functools.lru_cache(maxsize=1)
+def _synthetic_model():
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+
+    return build_synthetic_model(seed=0)
 
 
 def calibration_source(hdf5: str | os.PathLike | None) -> CalibrationData:

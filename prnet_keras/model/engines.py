@@ -110,17 +110,26 @@ def _read_entry(xml: Path, ov: Any) -> Any | None:
         return None
 
 
-def _store_entry(xml: Path, converted: Any, ov: Any, sidecar: dict | None = None) -> None:
-    """Save ``converted`` as ``xml`` (+ .bin, + .json ``sidecar``) atomically, keep the CACHE_KEEP
-    most recently used entries of the folder (best effort: an unwritable cache only costs time)."""
+def _write_sidecar(path: Path, data: dict) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _store_entry(xml: Path, converted: Any, ov: Any) -> None:
+    """Save ``converted`` as ``xml`` (+ .bin) atomically (a stale .json beside it is removed), keep
+    the CACHE_KEEP most recently used entries of the folder (best effort: an unwritable cache
+    only costs time)."""
     try:
         xml.parent.mkdir(parents=True, exist_ok=True)
+        xml.with_suffix(".json").unlink(missing_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=xml.parent, prefix=".tmp-"))
         try:
             ov.save_model(converted, str(tmp / "m.xml"), compress_to_fp16=False)
-            if sidecar is not None:
-                (tmp / "m.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-                os.replace(tmp / "m.json", xml.with_suffix(".json"))
             # .bin first: an .xml is only ever seen beside its complete weights
             os.replace(tmp / "m.bin", xml.with_suffix(".bin"))
             os.replace(tmp / "m.xml", xml)
@@ -262,10 +271,13 @@ def openvino_int8_forward(model: Any, calibration: Any = None, layout: Any = Non
             converted = _cached_convert(model, ov, folder) if folder else _convert(model, ov)
             data = calibration.load(layout)
             quantized = quantize.quantize_int8(converted, data.calibration_crops, log)
+            if xml is not None:  # measure the model as it is served: read back from the cache
+                _store_entry(xml, quantized, ov)
+                quantized = _read_entry(xml, ov) or quantized
             fp32 = _forward_of(_compile(converted, ov, threads))
             report = quantize.accuracy_report(fp32, _forward_of(_compile(quantized, ov, threads)), data)
-            if xml is not None:
-                _store_entry(xml, quantized, ov, report)
+            if xml is not None and xml.is_file():  # the report last: auto trusts entries that have one
+                _write_sidecar(xml.with_suffix(".json"), report)
             if log:
                 log(quantize.describe(report))
         compiled = _compile(quantized, ov, threads)
@@ -312,4 +324,4 @@ def int8_preferred(model: Any) -> bool:
     if not quantize.int8_capable_cpu():
         return False
     report = cached_int8_report(model)
-    return bool(report and report.get("within_bound"))
+    return report is not None and quantize.within_bound(report)

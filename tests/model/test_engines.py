@@ -82,7 +82,7 @@ def test_openvino_forward_from_many_threads(tiny, images):
 
 
 def test_engine_name_is_checked(tiny):
-    with pytest.raises(InputError, match="engine: expected one of auto, keras, openvino, got 'onnx'"):
+    with pytest.raises(InputError, match="engine: expected one of auto, keras, openvino, openvino-int8, got .onnx."):
         engines.keras_forward(tiny, "onnx")
 
 
