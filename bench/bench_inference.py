@@ -26,7 +26,11 @@ the mode for a GPU machine on any backend (``KERAS_BACKEND=jax``, no TensorFlow 
 It writes bench/results/inference_network.json; its last line is
 ``inference batched_images_per_s=<best resfcn256> batch=<b> policy=<p>``.
 
-Usage: python bench/bench_inference.py [--repeats 15] [--batch 16] [--engine auto|keras|openvino]
+int8 rows: the same pipeline with the network quantised to int8 by NNCF (``--engine
+openvino-int8``; calibrated on 64 synthetic crops, cached), per model; the last line then also
+gives ``ms_net_int8`` and ``ms_total_int8``. ``--no-int8`` skips them.
+
+Usage: python bench/bench_inference.py [--repeats 15] [--batch 16] [--engine auto|keras|openvino] [--no-int8]
        KERAS_BACKEND=jax python bench/bench_inference.py --network-only --batches 64,256,1024
 """
 
@@ -202,6 +206,25 @@ def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[f
     return stages
 
 
+def int8_rows(name: str, folded, model, sc: dict, args: argparse.Namespace, out_dir: Path) -> dict:
+    """The pipeline with the int8 network (untrained weights: timing; its accuracy report is
+    recorded but says nothing about a trained network)."""
+    from prnet_keras.inference.calibration import CalibrationData
+    from prnet_keras.model.engines import keras_forward
+    from prnet_keras.model.io import Network
+
+    calibration = CalibrationData(count=64, validation=16, seed=1)
+    forward, used = keras_forward(folded, "openvino-int8", cache=True, calibration=calibration, layout=sc["layout"])
+    network = Network(name, "keras", sc["layout"], forward, 256, model, args.batch, used)
+    stages = pipeline(sc, network, args.repeats, out_dir)
+    per_image = {k: median_ms(v) for k, v in stages.items() if k != "faces_detected" and not k.startswith("cpu_")}
+    batch_s = time_network(network.predict, args.batch, max(3, args.repeats // 3))
+    print(f"{name} (int8) wall: " + " ".join(f"{k}={v}ms" for k, v in per_image.items()))
+    return {"engine": used, "per_image_ms": per_image, f"batch{args.batch}_ms": median_ms(batch_s),
+            "batch_images_per_s": round(args.batch / statistics.median(batch_s), 1),
+            "accuracy_report_untrained": getattr(forward, "report", None)}
+
+
 def network_only(args: argparse.Namespace, engine: str) -> int:
     """Batched network throughput per model x dtype policy x batch size (see module doc)."""
     import keras
@@ -244,6 +267,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--engine", default="auto", choices=("auto", "keras", "openvino"),
                     help="what runs the network (default auto: OpenVINO on CPU when installed, else Keras)")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
     ap.add_argument("--network-only", action="store_true",
                     help="batched network throughput only (any backend, no TensorFlow needed: the GPU mode)")
     ap.add_argument("--batches", default="1,16,64,256", help="--network-only: batch sizes")
@@ -294,6 +318,8 @@ def main() -> int:
             print(f"{name} process cpu (all threads): " + " ".join(f"{k}={v}ms" for k, v in cpu_ms.items()))
             print(f"{name}: batch {args.batch}: {median_ms(batch_s)} ms = {ips} images/s | batch 1 with Keras: "
                   f"{keras_ms} ms folded, {unfolded_ms} ms without BN folding")
+            if not args.no_int8:
+                results["models"][name]["int8"] = int8_rows(name, folded, model, sc, args, Path(tmp))
         all_ms = median_ms(time_writes(sc, ALL_OUTPUTS, args.repeats, Path(tmp)))
         results["write_all_outputs_ms"] = {"outputs": list(ALL_OUTPUTS), "median_ms": all_ms}
         print(f"writing all {len(ALL_OUTPUTS)} outputs ({','.join(ALL_OUTPUTS)}): {all_ms} ms (not in the total)")
@@ -303,7 +329,9 @@ def main() -> int:
     write_json(out, results)
     r = results["models"]["resfcn256"]["per_image_ms"]
     print(f"wrote {out.relative_to(ROOT)}")
-    print(f"inference ms_net={r['network']} ms_total={r['total']}")
+    int8 = results["models"]["resfcn256"].get("int8", {}).get("per_image_ms")
+    tail = f" ms_net_int8={int8['network']} ms_total_int8={int8['total']}" if int8 else ""
+    print(f"inference ms_net={r['network']} ms_total={r['total']}{tail}")
     return 0
 
 

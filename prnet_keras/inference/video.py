@@ -230,6 +230,7 @@ def run_stream(
             if isinstance(item, BaseException):
                 raise item
             index, t, frame = item
+            quit_now = False
             t0 = time.perf_counter()
             current = tracker.update(frame, t)
             ms_track = 1000 * (time.perf_counter() - t0)
@@ -255,11 +256,12 @@ def run_stream(
                             summary["snapshots"] += write_face_outputs(tf.face, out_dir / "snapshots",
                                                                        f"frame{index:06d}_id{tf.id}", ["obj"])
                         log(f"saved {len(current)} mesh(es) of frame {index} in {out_dir / 'snapshots'}")
-                    if "q" in keys:
-                        break
+                    quit_now = "q" in keys
             summary["frames"] += 1
             summary["faces"] += len(current)
             bar.update(1)
+            if quit_now:
+                break
         ok = True
     finally:
         stop.set()
@@ -287,7 +289,8 @@ def run_stream(
     if write_errors:
         raise write_errors[0]
     seconds = time.perf_counter() - t_start
-    summary.update(seconds=seconds, fps=summary["frames"] / seconds if seconds > 0 else 0.0, **tracker.stats)
+    summary.update({k: v for k, v in tracker.stats.items() if k != "frames"})
+    summary.update(seconds=seconds, fps=summary["frames"] / seconds if seconds > 0 else 0.0)
     return summary
 
 
