@@ -83,9 +83,10 @@ def _scale_pyramid(width: int, height: int, min_face_size: float, scale_factor: 
     return m * scale_factor ** np.arange(count)
 
 
-def _prepare_mtcnn(mtcnn: object) -> bool:
+def _prepare_mtcnn(mtcnn: object, packed: bool = True) -> bool:
     """Fix mtcnn 1.0's pyramid (see :func:`_scale_pyramid`) and run its three networks as
-    ``tf.function`` graphs instead of eager Keras calls.
+    ``tf.function`` graphs instead of eager Keras calls; with ``packed``, its first stage runs
+    once on the whole pyramid packed into one canvas (``inference.pnet_packed``).
 
     mtcnn 1.0 calls PNet eagerly once per pyramid scale: ~190 ms per 450² image on 2 cores,
     ~70 % of it Python dispatch; one graph with a dynamic image size runs the same weights
@@ -104,7 +105,24 @@ def _prepare_mtcnn(mtcnn: object) -> bool:
     for stage in stages:
         if not isinstance(stage._model, tf.types.experimental.PolymorphicFunction):
             stage._model = tf.function(stage._model, input_signature=spec, reduce_retracing=True)
+    if packed and isinstance(stages[0], stage_pnet.StagePNet) and isinstance(getattr(mtcnn, "_stages", None), list):
+        from prnet_keras.inference.pnet_packed import packed_pnet_call
+
+        mtcnn._stages[0] = _PackedPNet(stages[0], packed_pnet_call(stages[0], _scale_pyramid))
     return True
+
+
+class _PackedPNet:
+    """mtcnn's PNet stage run on the packed pyramid (``inference.pnet_packed``)."""
+
+    def __init__(self, stage: object, call) -> None:
+        self._stage, self._call = stage, call
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stage, name)
 
 
 class MTCNNDetector:
@@ -112,10 +130,13 @@ class MTCNNDetector:
 
     min_face_size: smallest face searched, pixels of the input image (>= 12; larger is
     faster: the pyramid starts at 12 / min_face_size);
-    max_side: images larger than this are downscaled for the search (None: never).
+    max_side: images larger than this are downscaled for the search (None: never);
+    packed: run the first stage once on the packed image pyramid (same boxes within a pixel,
+    ~3x faster first stage; False: mtcnn's one call per scale).
     """
 
-    def __init__(self, min_confidence: float = 0.9, min_face_size: int = 40, max_side: int | None = 1280) -> None:
+    def __init__(self, min_confidence: float = 0.9, min_face_size: int = 40, max_side: int | None = 1280,
+                 packed: bool = True) -> None:
         try:
             from mtcnn import MTCNN
         except ImportError:  # pragma: no cover - listed in requirements.txt
@@ -123,7 +144,7 @@ class MTCNNDetector:
         if int(min_face_size) < 12:
             raise InputError(f"min_face_size: expected >= 12 pixels (MTCNN's 12-pixel window), got {min_face_size}")
         self._mtcnn = MTCNN()
-        self.compiled = _prepare_mtcnn(self._mtcnn)
+        self.compiled = _prepare_mtcnn(self._mtcnn, packed)
         self.min_confidence = float(min_confidence)
         self.min_face_size = int(min_face_size)
         self.max_side = max_side
