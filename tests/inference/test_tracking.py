@@ -10,6 +10,7 @@ import pytest
 
 from prnet_keras.data.synth_video import talking_head_frames
 from prnet_keras.inference import Predictor
+from prnet_keras.inference.postprocess import estimate_pose
 from prnet_keras.inference.smoothing import OneEuroParams
 from prnet_keras.inference.tracking import FaceTracker
 from tests.inference.oracle import Oracle, TruthDetector
@@ -95,3 +96,13 @@ def test_smoothed_faces_stay_close_and_consistent(clips, synthetic_model, synthe
     for r, s in zip(raw, smooth):
         assert np.abs(r[0].face.keypoints - s[0].face.keypoints)[:, :2].max() < 8.0
         np.testing.assert_allclose(s[0].face.keypoints, s[0].face.layout.keypoints_from_map(s[0].face.position_map))
+
+
+def test_pose_from_every_8th_pixel_matches_the_full_fit(clips, synthetic_model, synthetic_layout):
+    frames, _, _ = _track(clips["one"][:6], synthetic_model, synthetic_layout)
+    for f in frames:
+        face = f[0].face
+        fast = face.pose  # set by the tracker from a subsample; the full fit is what images get
+        full = estimate_pose(face.vertices, face.layout.canonical_vertices, face.image_size[0])
+        assert np.abs(fast.angles_deg - full.angles_deg).max() < 0.2
+        assert abs(fast.scale / full.scale - 1) < 1e-3
