@@ -13,7 +13,8 @@ GPU=${GPU:-0}
 case "$GPU" in 0|1) ;; *) echo "setup: GPU=$GPU: expected 0 or 1"; exit 2 ;; esac
 # libusb: open3d's import needs it. chromium + driver: the server's browser test.
 # xvfb + xdotool: the viewer tests open real windows in a private X server and close them.
-SYSTEM_PACKAGES="libusb-1.0-0 libgl1 libgomp1 chromium chromium-driver xvfb xdotool"
+# python3-tk: the webcam window (prnet-predict --webcam).
+SYSTEM_PACKAGES="libusb-1.0-0 libgl1 libgomp1 chromium chromium-driver xvfb xdotool python3-tk"
 
 missing=()
 for pkg in $SYSTEM_PACKAGES; do

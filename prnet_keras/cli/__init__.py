@@ -154,7 +154,7 @@ def quiet_tensorflow_startup() -> None:
 TENSORFLOW_HINT = 'pip install "prnet-keras[cpu]" (or "prnet-keras[gpu]" for NVIDIA GPUs)'
 EXTRA_OF_MODULE = {"fastapi": "server", "uvicorn": "server", "multipart": "server", "python_multipart": "server",
                    "starlette": "server", "httpx": "server", "open3d": "viz", "onnx": "onnx", "tf2onnx": "onnx",
-                   "onnxruntime": "onnx", "simpleicp": "icp"}
+                   "onnxruntime": "onnx", "simpleicp": "icp", "nncf": "int8"}
 
 
 def missing_package_message(exc: ModuleNotFoundError) -> str:

@@ -50,7 +50,8 @@ class CalibrationData:
 
     def load(self, layout: UVLayout) -> Calibration:
         crops, labels = self._from_hdf5(layout) if self.hdf5 is not None else self._synthetic(layout)
-        validation = min(self.validation, len(crops) - 1)
+        # a file smaller than ``count``: the same share held out, at least one crop each side
+        validation = min(self.validation, max(1, len(crops) * self.validation // self.count), len(crops) - 1)
         return Calibration(crops, labels, layout.face_ind, layout.kpt_flat, validation, self.source)
 
     def _from_hdf5(self, layout: UVLayout) -> tuple[np.ndarray, np.ndarray | None]:

@@ -280,6 +280,8 @@ def openvino_int8_forward(model: Any, calibration: Any = None, layout: Any = Non
                 _write_sidecar(xml.with_suffix(".json"), report)
             if log:
                 log(quantize.describe(report))
+        elif log and not quantize.within_bound(report):  # cached, but outside the bound: say so each time
+            log(f"warning: {quantize.describe(report)}")
         compiled = _compile(quantized, ov, threads)
     except InputError:
         raise

@@ -80,7 +80,7 @@ def quantize_int8(ov_model: Any, crops: np.ndarray, log: Callable[[str], None] |
     try:
         import nncf
     except ImportError:
-        raise InputError("engine 'openvino-int8': needs nncf (pip install nncf)") from None
+        raise InputError('engine \'openvino-int8\': quantising needs nncf (pip install "prnet-keras[int8]")') from None
     if log:
         log(f"quantising to int8 with NNCF on {len(crops)} calibration crops (once; the result is cached)")
     dataset = nncf.Dataset([crops[i:i + 1] for i in range(len(crops))])

@@ -104,6 +104,16 @@ def _small_model(dest: Path) -> None:
     UVLayout.from_model(build_synthetic_model(seed=0)).save(dest.parent / "uv_layout.npz")
 
 
+def _talking_head(dest: Path) -> None:
+    """A short synthetic video of a talking head (15 frames, 320x240, 15 fps)."""
+    from prnet_keras.data.synth_video import talking_head_frames
+    from prnet_keras.geometry.synthetic import build_synthetic_model
+    from prnet_keras.inference.videoio import write_video
+
+    frames = talking_head_frames(build_synthetic_model(seed=0), frames=15, width=320, height=240, fps=15.0)
+    write_video(dest, (f.image for f in frames), 15.0)
+
+
 def _build(source: Path, dest: Path, mode: str) -> None:
     from prnet_keras.data.build import build_hdf5
 
@@ -116,6 +126,7 @@ def given(aflw: Path, wlp: Path) -> dict:
         "photo.jpg": _photo,
         "ref.jpg": lambda d: _photo(d, 1),
         "group.jpg": _group_photo,
+        "talk.mp4": _talking_head,
         "my_photos": _photos_with_pts,
         "photos": lambda d: (d.mkdir(), _photo(d / "a.jpg"), _photo(d / "b.jpg", 1)),
         "data/300W-LP.zip": lambda d: _zip(wlp, d, "300W_LP", 8),
