@@ -277,6 +277,8 @@ def main() -> int:
     if args.network_only:
         return network_only(args, args.engine)
 
+    import keras
+
     from prnet_keras.model import build_model
     from prnet_keras.model.engines import keras_forward
     from prnet_keras.model.fold import fold_batch_norm
@@ -295,6 +297,7 @@ def main() -> int:
                "n_vertices": sc["layout"].n_vertices, "n_triangles": int(len(sc["layout"].triangles)), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("resfcn256", "light"):
+            keras.utils.set_random_seed(0)  # the same weights every run: conversions are cached
             model = build_model(name)
             folded = fold_batch_norm(model)  # what Predictor / load_network run
             forward, used = keras_forward(folded, engine)

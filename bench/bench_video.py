@@ -65,6 +65,9 @@ def run_variant(name: str, engine: str, clip: Path, truth: list, model, layout, 
     from prnet_keras.model.fold import fold_batch_norm
     from tests.inference.oracle import Oracle
 
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same weights every run: the int8 conversion is cached
     folded = fold_batch_norm(build_model(name))
     forward, used = keras_forward(folded, engine, cache=True, calibration=calibration, layout=layout)
     oracle = Oracle(model, layout)

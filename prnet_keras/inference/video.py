@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from prnet_keras.errors import InputError
+from prnet_keras.inference.smoothing import OneEuroParams
 from prnet_keras.inference.tracking import FaceTracker, TrackedFace
 from prnet_keras.inference.videoio import VideoSink, VideoSource
 from prnet_keras.utils import progress_bar
@@ -297,7 +298,8 @@ def run_stream(
 def process_video(
     video: str | os.PathLike | int, predictor, out_dir: str | os.PathLike, detector: Any = None,
     overlays: Sequence[str] = ("landmarks", "pose"), outputs: Sequence[str] = (), every: int = 1,
-    redetect_every: int = 10, smoothing=None, progress: bool = False, **kwargs: Any,
+    redetect_every: int = 10, smoothing: OneEuroParams | None = OneEuroParams(), progress: bool = False,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """A video file (or camera index) -> ``out_dir`` (see module doc). ``detector``: name or
     callable (None: the predictor's); ``smoothing``: One Euro parameters (None: off)."""
