@@ -13,6 +13,9 @@ engine, and its output is then replaced by the ground-truth map of the face in t
 (the tests' oracle, ``tests/inference/oracle.py``), so tracking behaves as with a trained
 network. The oracle's own time (rendering those maps) is measured and subtracted.
 
+Wall time on a shared machine inflates with its load, so the process CPU time per frame
+(all threads, the oracle's subtracted) is recorded too, with the load average.
+
 Writes bench/results/video.json; the last line is
 ``video fps_light=<v> fps_resfcn256=<v>`` (the best engine of each model).
 
@@ -43,13 +46,14 @@ class TimedOracle:
     """The real engine on every crop (its cost counts), then the oracle's map (its cost does not)."""
 
     def __init__(self, forward, oracle):
-        self.forward, self.oracle, self.oracle_s = forward, oracle, 0.0
+        self.forward, self.oracle, self.oracle_s, self.oracle_cpu_s = forward, oracle, 0.0, 0.0
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.forward(x)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = self.oracle(x)
         self.oracle_s += time.perf_counter() - t0
+        self.oracle_cpu_s += time.process_time() - c0
         return out
 
 
@@ -84,14 +88,25 @@ def run_variant(name: str, engine: str, clip: Path, truth: list, model, layout, 
     tracker.update = update_with_truth
     get_detector("mtcnn")(truth[0].image)  # warm-up: MTCNN graphs
     forward(np.zeros((1, 256, 256, 3), np.float32))
+    cpu0 = time.process_time()
     summary = run_stream(VideoSource(clip), tracker, out / f"{name}-{used}", out / f"{name}-{used}.mp4",
                          ("landmarks", "pose"), log=lambda m: None)
+    cpu_s = time.process_time() - cpu0 - timed.oracle_cpu_s
     seconds = summary["seconds"] - timed.oracle_s
+    import csv
+
+    with open(out / f"{name}-{used}" / "frames.csv", newline="") as f:
+        ms_track = [float(r["ms_track"]) for r in csv.DictReader(f)]
     row = {"model": name, "engine": used, "frames": summary["frames"], "faces": summary["faces"],
            "detector_runs": summary["detector_runs"], "lost": summary["lost"],
            "seconds_without_oracle": round(seconds, 2), "oracle_seconds": round(timed.oracle_s, 2),
-           "fps": round(summary["frames"] / seconds, 1)}
-    print(f"{name} {used}: {row['fps']} fps end to end ({summary['frames']} frames, {summary['faces']} faces, "
+           "fps": round(summary["frames"] / seconds, 1),
+           "process_cpu_ms_per_frame": round(1000 * cpu_s / summary["frames"], 1),
+           "track_ms_median": round(float(np.median(ms_track)), 1) if ms_track else None,
+           "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
+    print(f"{name} {used}: {row['fps']} fps end to end, {row['process_cpu_ms_per_frame']} process CPU ms per frame "
+          f"(all threads), tracker {row['track_ms_median']} ms per frame (median; detector + network + "
+          f"post-processing, oracle included) ({summary['frames']} frames, {summary['faces']} faces, "
           f"{summary['detector_runs']} detector runs, {summary['lost']} lost; oracle {row['oracle_seconds']} s "
           "excluded)", flush=True)
     return row
