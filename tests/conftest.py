@@ -206,6 +206,11 @@ class XServer:
             time.sleep(0.2)
         return proc.poll() is not None
 
+    def press(self, wid: str, key: str) -> None:
+        """Focus the window (there is no window manager) and press ``key`` in it."""
+        self._xdotool("windowfocus", "--sync", wid)
+        self._xdotool("key", "--window", wid, key)
+
     drawn_share = staticmethod(drawn_share)
 
     def window_pid(self, wid: str) -> int:

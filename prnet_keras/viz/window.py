@@ -104,7 +104,7 @@ def _child(title: str) -> int:  # pragma: no cover - runs in the window process
 
     root = tk.Tk()
     root.title(title)
-    label = tk.Label(root)
+    label = tk.Label(root, borderwidth=0, highlightthickness=0, padx=0, pady=0)
     label.pack()
     latest: list = [None]
     done = threading.Event()

@@ -5,8 +5,6 @@ cameras, and the file path runs the loop.)"""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,36 +19,13 @@ from prnet_keras.inference.videoio import VideoSource, write_video
 PREDICT = Path(sys.executable).with_name("prnet-predict")
 
 
-@pytest.fixture(scope="module")
-def display():
-    """A private Xvfb display (skips without Xvfb or xdotool)."""
-    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("needs Xvfb and xdotool (scripts/setup.sh installs them)")
+@pytest.fixture()
+def display(xserver, monkeypatch):
+    """The shared private X server (tests/conftest.py) as this process's display."""
     pytest.importorskip("tkinter")
-    for n in range(91, 120):
-        if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
-            continue
-        proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(50):
-            if Path(f"/tmp/.X11-unix/X{n}").exists():
-                break
-            time.sleep(0.1)
-        if proc.poll() is None:
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setenv("DISPLAY", f":{n}")
-                yield f":{n}"
-            proc.terminate()
-            proc.wait()
-            return
-    pytest.skip("no free X display number")
-
-
-def _press(key: str, title: str) -> None:
-    ids = subprocess.run(["xdotool", "search", "--name", title], capture_output=True, text=True).stdout.split()
-    assert ids, f"no window named {title!r}"
-    subprocess.run(["xdotool", "windowfocus", "--sync", ids[0]], check=True, capture_output=True)  # no window manager
-    subprocess.run(["xdotool", "key", "--window", ids[0], key], check=True, capture_output=True)
+    monkeypatch.setenv("DISPLAY", xserver.display)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return xserver
 
 
 def test_live_window_saves_meshes_on_s_and_stops_on_q(display, tmp_path, synthetic_model, synthetic_layout,
@@ -76,7 +51,12 @@ def test_live_window_saves_meshes_on_s_and_stops_on_q(display, tmp_path, synthet
         keys = window.show(frame)
         press = {3: "s", 6: "q"}.get(calls[0])
         if press:
-            _press(press, title)
+            windows = display.windows(title)
+            assert windows, f"no window {title!r}"
+            if press == "s":  # the window shows the annotated frame, pixel for pixel
+                picture = display.drawn(windows[0][0])
+                assert picture.shape == frame.shape and np.abs(picture.astype(int) - frame).mean() < 1.0
+            display.press(windows[0][0], press)
             for _ in range(100):  # the key comes back from the window process
                 keys = window.show(frame)
                 if keys:
@@ -105,7 +85,7 @@ def _one_error_line(proc, needle):
 def test_webcam_without_camera_or_display_is_one_error_line(display, tmp_path):
     model = tmp_path / "m.keras"
     model.write_bytes(b"not read: the camera is checked first")
-    env = {**os.environ, "DISPLAY": display}
+    env = display.env()
     proc = subprocess.run([str(PREDICT), "--webcam", "9", "--model", str(model)], capture_output=True, text=True,
                           timeout=300, env=env, cwd=tmp_path)
     _one_error_line(proc, "camera 9: cannot open it")
