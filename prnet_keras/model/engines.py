@@ -226,7 +226,9 @@ def _int8_entry(model: Any, ov: Any, folder: Path) -> Path:
         nncf_version = version("nncf")
     except Exception:  # noqa: BLE001 - not installed: no entry can match anyway
         nncf_version = "none"
-    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__} nncf {nncf_version} int8")
+    from prnet_keras.model.quantize import SETTINGS
+
+    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__} nncf {nncf_version} {SETTINGS}")
     return folder / "openvino-int8" / f"{key}.xml"
 
 

@@ -38,6 +38,8 @@ INT8_BOUND = {"nme_change_pp": 0.1, "map_p99_px": 1.0}
 # different ranges, which one int8 scale per tensor cannot hold (the quickstart light model's
 # maps moved by ~100 px with them quantised, ~7 px without); resfcn256 has none.
 KEEP_FP32_TYPES = ("GroupConvolution",)
+# what decides the quantised model besides the weights and the data: part of its cache key
+SETTINGS = f"nncf ptq performance preset, fast bias correction, fp32 {','.join(KEEP_FP32_TYPES)}"
 
 
 @dataclasses.dataclass
