@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
+import logging
 import sys
 from typing import Any, Callable
 
@@ -91,7 +93,9 @@ def quantize_int8(ov_model: Any, crops: np.ndarray, log: Callable[[str], None] |
     if log:
         log(f"quantising to int8 with NNCF on {len(crops)} calibration crops (once; the result is cached)")
     dataset = nncf.Dataset([crops[i:i + 1] for i in range(len(crops))])
-    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: not into the command's output
+    nncf.set_log_level(logging.WARNING)  # its INFO lines list every node it leaves out
+    # its progress bars neither into the command's output nor into logs (our line above says what runs)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return nncf.quantize(ov_model, dataset, subset_size=len(crops), preset=nncf.QuantizationPreset.PERFORMANCE,
                              target_device=nncf.TargetDevice.CPU, fast_bias_correction=True,
                              ignored_scope=nncf.IgnoredScope(types=list(KEEP_FP32_TYPES), validate=False))
