@@ -151,7 +151,7 @@ def test_show_without_display_writes_headless_views(photo_dir, tmp_path, posed_s
 
 def test_cli_flag_errors_are_one_line(capsys):
     assert main(["--model", "m.keras"]) == 2  # neither --image nor --input-dir
-    assert "one of the arguments --image --input-dir is required" in _one_error_line(capsys)
+    assert "one of the arguments --image --input-dir --video --webcam is required" in _one_error_line(capsys)
     assert main(["--image", "a.jpg", "--model", "m.keras", "--detector", "yolo"]) == 2
     assert "invalid choice: 'yolo'" in _one_error_line(capsys)
     assert main(["--help"]) == 0
