@@ -69,8 +69,8 @@ def test_one_row_per_face_per_frame(clip_dir, tmp_path, synthetic_model, synthet
 
     oracle = Oracle(synthetic_model, synthetic_layout)
     oracle.follow(tracking.FaceTracker, clip_dir.two_frames, monkeypatch)
-    monkeypatch.setattr(load_model, "load_predictor",
-                        lambda args, det: oracle.wrap(Predictor(oracle, synthetic_layout)))
+    monkeypatch.setattr(load_model, "predictor_for",
+                        lambda args, opts, crop, det: oracle.wrap(Predictor(oracle, synthetic_layout)))
     monkeypatch.setattr(detect, "get_detector", lambda *a, **k: TruthDetector(oracle))
     out = tmp_path / "out"
     code = load_model.main(["--video", str(clip_dir.path / "two.mp4"), "--model", str(clip_dir.path / "light.keras"),
