@@ -117,3 +117,10 @@ def test_bad_videos_are_one_error_line(clip_dir, tmp_path):
     _one_error_line(_predict(["--video", tmp_path / "missing.mp4", "--model", model], tmp_path), "not found")
     _one_error_line(_predict(["--video", clip_dir.path / "talk.mp4", "--model", model, "--overlay", "sparkles"], tmp_path),
                     "--overlay")
+
+
+def test_declared_frame_size_is_checked_before_decoding(clip_dir):
+    from prnet_keras.errors import InputError
+
+    with pytest.raises(InputError, match=r"talk.mp4: declares 160x120 frames, more than the 10000 pixels allowed"):
+        VideoSource(clip_dir.path / "talk.mp4", max_pixels=10_000)
