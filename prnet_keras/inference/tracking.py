@@ -41,6 +41,7 @@ from prnet_keras.inference.postprocess import Face, estimate_pose, face_from_pos
 from prnet_keras.inference.smoothing import OneEuroFilter, OneEuroParams
 
 THUMB = 32
+DEFAULT_SMOOTHING = OneEuroParams()
 POSE_STRIDE = 8
 EXPECTED_BOX_RATIO = 1.0 / 1.5  # landmark box side / crop side for a training crop
 
@@ -112,7 +113,7 @@ class FaceTracker:
     """
 
     def __init__(self, predictor, detector: Callable[[np.ndarray], list[Detection]], redetect_every: int = 10,
-                 tracking: bool = True, smoothing: OneEuroParams | None = OneEuroParams(),
+                 tracking: bool = True, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING,
                  min_similarity: float = 0.4, max_faces: int = 16) -> None:
         self.predictor = predictor
         self.detector = detector

@@ -35,7 +35,7 @@ import numpy as np
 
 from prnet_keras.errors import InputError
 from prnet_keras.inference.smoothing import OneEuroParams
-from prnet_keras.inference.tracking import FaceTracker, TrackedFace
+from prnet_keras.inference.tracking import DEFAULT_SMOOTHING, FaceTracker, TrackedFace
 from prnet_keras.inference.videoio import VideoSink, VideoSource
 from prnet_keras.utils import progress_bar
 
@@ -78,9 +78,9 @@ def draw_faces(frame: np.ndarray, faces: Sequence[TrackedFace], overlays: Sequen
         cv2.putText(out, f"id {tf.id}", (int(lo[0]), max(12 * s, int(lo[1]) - 6 * s)), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5 * s, color, s, cv2.LINE_AA)
     if fps is not None:
-        cv2.putText(out, f"{fps:5.1f} fps", (8 * s, 20 * s), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * s, (255, 255, 255), 2 * s,
-                    cv2.LINE_AA)
-        cv2.putText(out, f"{fps:5.1f} fps", (8 * s, 20 * s), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * s, (0, 0, 0), s, cv2.LINE_AA)
+        for color, thickness in (((255, 255, 255), 2 * s), ((0, 0, 0), s)):  # dark text on a light outline
+            cv2.putText(out, f"{fps:5.1f} fps", (8 * s, 20 * s), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * s, color, thickness,
+                        cv2.LINE_AA)
     return out
 
 
@@ -298,7 +298,7 @@ def run_stream(
 def process_video(
     video: str | os.PathLike | int, predictor, out_dir: str | os.PathLike, detector: Any = None,
     overlays: Sequence[str] = ("landmarks", "pose"), outputs: Sequence[str] = (), every: int = 1,
-    redetect_every: int = 10, smoothing: OneEuroParams | None = OneEuroParams(), progress: bool = False,
+    redetect_every: int = 10, smoothing: OneEuroParams | None = DEFAULT_SMOOTHING, progress: bool = False,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """A video file (or camera index) -> ``out_dir`` (see module doc). ``detector``: name or

@@ -35,7 +35,8 @@ DEFAULT_CAMERA_FPS = 30.0
 WRITERS = {".mp4": "mp4v", ".avi": "MJPG"}
 # leading bytes of containers FFmpeg reads: a file with one of them that cannot be opened
 # is a codec (or damage) problem, not "not a video"
-_CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"OggS"), (0, b"FLV"), (0, b"\x00\x00\x01\xba"))
+_CONTAINER_MAGIC = ((4, b"ftyp"), (0, b"RIFF"), (0, b"\x1a\x45\xdf\xa3"), (0, b"OggS"), (0, b"FLV"),
+                    (0, b"\x00\x00\x01\xba"))
 
 
 @contextlib.contextmanager

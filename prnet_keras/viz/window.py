@@ -51,9 +51,11 @@ class FrameWindow:
         self._reader = threading.Thread(target=self._read_keys, daemon=True, name="prnet-window-keys")
         self._reader.start()
         if not self._ready.wait(timeout_s) or self._proc.poll() is not None:
-            err = self._proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if self._proc.poll() is not None else []
+            exited = self._proc.poll() is not None
+            err = self._proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if exited else []
             self.close()
-            raise InputError(f"--webcam: cannot open a window ({err[-1] if err else 'the window process did not start'})")
+            why = err[-1] if err else "the window process did not start"
+            raise InputError(f"--webcam: cannot open a window ({why})")
 
     def _read_keys(self) -> None:
         for line in self._proc.stdout:

@@ -72,7 +72,7 @@ def test_int8_maps_agree_with_fp32_within_the_bound(trained, data, layout64, cac
     forward, used, logs = quantized
     assert used == "openvino-int8"
     report = forward.report
-    assert report["validation_crops"] == 12 and report["calibration_crops"] == 28 and report["nme_reference"] == "labels"
+    assert (report["validation_crops"], report["calibration_crops"], report["nme_reference"]) == (12, 28, "labels")
     assert report["map_p99_px"] <= 1.0 and report["nme_change_pp"] <= 0.1, report
     assert quantize.within_bound(report) and "within the bound" in logs[-1]
     # the report is measured, not asserted: recompute the map error on the held-out crops
@@ -88,7 +88,8 @@ def test_int8_maps_agree_with_fp32_within_the_bound(trained, data, layout64, cac
     again, _ = engines.keras_forward(trained, "openvino-int8", cache=True, calibration=calibration, layout=layout64,
                                      log=logs.append)
     assert len(logs) == before and again.report == report
-    np.testing.assert_allclose(again(val), forward(val), atol=1e-3)  # int8 kernels: not bit-reproducible across compilations
+    # int8 kernels are not bit-reproducible across compilations
+    np.testing.assert_allclose(again(val), forward(val), atol=1e-3)
 
 
 def test_auto_uses_int8_only_when_capable_and_within_the_bound(trained, quantized, monkeypatch):

@@ -115,8 +115,8 @@ def test_bad_videos_are_one_error_line(clip_dir, tmp_path):
     _one_error_line(_predict(["--video", tmp_path / "empty.avi", "--model", model], tmp_path), "empty.avi",
                     "no frames")
     _one_error_line(_predict(["--video", tmp_path / "missing.mp4", "--model", model], tmp_path), "not found")
-    _one_error_line(_predict(["--video", clip_dir.path / "talk.mp4", "--model", model, "--overlay", "sparkles"], tmp_path),
-                    "--overlay")
+    overlay = ["--video", clip_dir.path / "talk.mp4", "--model", model, "--overlay", "sparkles"]
+    _one_error_line(_predict(overlay, tmp_path), "--overlay")
 
 
 def test_declared_frame_size_is_checked_before_decoding(clip_dir):
