@@ -28,3 +28,7 @@ class ModelFileError(PRNetError):
 class PRNetWarning(UserWarning):
     """Something the user should know that does not stop the work (CLIs print it as one
     ``warning: ...`` line)."""
+
+
+class ClusterError(PRNetError):
+    """Another process of a multi-process training run failed or cannot be reached."""

@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--hdf5dir", help="folder holding train.hdf5 (and val.hdf5)")
     d.add_argument("--train", nargs="+", metavar="FILE", help="training HDF5 file(s) instead of --hdf5dir")
     d.add_argument("--val", nargs="+", metavar="FILE", help="validation HDF5 file(s)")
-    d.add_argument("--workers", type=int, help="data loading workers (default 1)")
-    d.add_argument("--processes", action="store_true", help="workers are processes instead of threads")
+    d.add_argument("--workers", type=int, help="batch-making workers (default 1)")
+    d.add_argument("--processes", action="store_true",
+                   help="workers are processes decoding into shared memory instead of threads")
+    d.add_argument("--augment-on-device", action="store_true",
+                   help="the CPU only decodes; augmentation runs on the accelerator inside the train step")
     d.add_argument("--steps-per-epoch", type=int, help="cap on batches per epoch (quick runs)")
     d.add_argument("--validation-steps", type=int, help="cap on validation batches")
     d.add_argument("--sample-weights", choices=["yaw_balanced"], help="per-sample loss weights")
@@ -93,6 +96,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             t[key] = value
     for flag, key, value in (("processes", "use_multiprocessing", True), ("no_augment", "augment", False),
+                             ("augment_on_device", "augment_on_device", True),
                              ("jit_compile", "jit_compile", True), ("no_distribute", "distribute", "off"),
                              ("tensorboard", "tensorboard", True), ("resume", "resume", True),
                              ("force", "force", True), ("quiet", "verbose", 0)):

@@ -192,23 +192,27 @@ def _fast_chunks(dset: h5py.Dataset) -> str | None:
     return "plain" if not filters else None
 
 
-def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "deflate") -> None:
+def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "deflate",
+                    layout: tuple[np.dtype, tuple[int, ...]] | None = None) -> None:
     """``out[...] = dset[j]`` for a :func:`_fast_chunks` dataset, bypassing h5py's filter pipeline.
 
     Reads the stored chunk; "deflate" chunks are inflated (ISA-L) and un-shuffled, "plain"
     ones used as they are; converts once into ``out``. Bit-identical to h5py. Falls back to
     h5py when the chunk skipped a filter, does not inflate or has an unexpected size.
+    ``layout``: the dataset's (dtype, shape), when the caller has them (each h5py property
+    read is an HDF5 call: ~15 % of a row read).
     """
-    dt = dset.dtype
-    n = int(np.prod(dset.shape[1:], dtype=np.int64))
+    dt, shape = layout if layout is not None else (dset.dtype, dset.shape)
+    n = int(np.prod(shape[1:], dtype=np.int64))
     nbytes = n * dt.itemsize
     buf = _chunk_buffer(nbytes + nbytes // 512 + 1024)  # deflate's worst case is a little over raw
+    offset = (int(j),) + (0,) * (len(shape) - 1)
     try:
         with _PHIL:  # h5py < 3.15 does not lock read_direct_chunk itself; HDF5 is not thread-safe
-            mask, data = dset.id.read_direct_chunk((int(j),) + (0,) * (dset.ndim - 1), out=buf)
+            mask, data = dset.id.read_direct_chunk(offset, out=buf)
     except ValueError:  # a chunk larger than the buffer (not written by this library)
         with _PHIL:
-            mask, data = dset.id.read_direct_chunk((int(j),) + (0,) * (dset.ndim - 1))
+            mask, data = dset.id.read_direct_chunk(offset)
     raw = None
     if mode == "plain":
         raw = np.frombuffer(data, np.uint8)
@@ -218,10 +222,15 @@ def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "de
         except _INFLATE_ERRORS:  # not a zlib stream: let h5py read it (and report the error its own way)
             raw = None
     if raw is None or raw.size != nbytes:
-        out[...] = dset[j]
+        put_values(out, dset[j])
         return
     shuffled = mode == "deflate" and dt.itemsize > 1
-    rows = int(dset.shape[1]) if dset.ndim > 1 and n % max(1, int(dset.shape[1])) == 0 else 1
+    if out.dtype == np.uint8 and dt.itemsize > 1 and out.size == nbytes:
+        # Byte planes wanted (the shuffle filter's own layout): the accelerator interleaves them.
+        planes = out.reshape(dt.itemsize, n)
+        np.copyto(planes, raw.reshape(dt.itemsize, n) if shuffled else raw.reshape(n, dt.itemsize).T)
+        return
+    rows = int(shape[1]) if len(shape) > 1 and n % max(1, int(shape[1])) == 0 else 1
     if (dt == np.float16 and out.dtype == np.float32 and out.flags.c_contiguous and n >= 2 and _CV_FP16
             and max(rows, n // rows) < 2**31):
         # OpenCV (SIMD) float16 -> float32 straight into ``out``, ~10x numpy's astype (a
@@ -236,6 +245,18 @@ def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "de
         return
     values = np.ascontiguousarray(raw.reshape(dt.itemsize, n).T).view(dt) if shuffled else raw.view(dt)
     np.copyto(out, values.reshape(out.shape), casting="unsafe")
+
+
+def put_values(out: np.ndarray, values: np.ndarray) -> None:
+    """``out[...] = values``, or, for a uint8 ``out`` of ``values.nbytes`` bytes, the byte
+    planes of the values (plane k = byte k of every element, little-endian)."""
+    values = np.asarray(values)
+    if out.dtype == np.uint8 and values.dtype.itemsize > 1 and out.size == values.nbytes:
+        size = values.dtype.itemsize
+        out.reshape(size, -1)[...] = np.ascontiguousarray(values, values.dtype.newbyteorder("<")).view(
+            np.uint8).reshape(-1, size).T
+    else:
+        out[...] = values
 
 
 class PositionMapDataset:
@@ -337,16 +358,19 @@ class PositionMapDataset:
         batch = self.read_batch([int(index) % n])
         return {k: v[0] for k, v in batch.items()}
 
-    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | None = None,
-                   meta: bool = True) -> dict[str, Any]:
+    def read_batch(self, indices: Sequence[int], rng: np.random.Generator | Sequence | None = None,
+                   meta: bool = True, out: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """Samples at ``indices`` (any order, repeats allowed), B = len(indices).
 
         Returns image (B, R, R, 3) uint8 crop; position_map (B, R, R, 3) float32 crop pixels;
         with ``meta`` (default) also transform (B, 3, 3) float64 image -> crop; kpt68
         (B, 68, 3) float32 image frame; pose_para (B, 7) float32; yaw (B,) float32 degrees;
         image_size (B, 2) int32 (h, w); name list[str]. ``meta=False`` (training) reads the
-        two arrays only. Raw store renders GT here: with ``rng`` (training files) a fresh
-        crop perturbation, without it the stored crop transform.
+        two arrays only. Raw store renders GT here: with ``rng`` (training files; one
+        generator, or one per index) a fresh crop perturbation, without it the stored crop
+        transform. ``out``: {"image": uint8, "position_map": float32 or float16} arrays of
+        shape (B, R, R, 3) to decode into instead of new ones; a uint8 (B, 2, R, R, 3)
+        ``position_map`` receives the stored float16 values as byte planes (no conversion).
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
@@ -360,15 +384,25 @@ class PositionMapDataset:
             batch = self._read_meta(files, fid, local)
             batch["name"] = [self._names[i] for i in idx]
         r = self._layout.resolution
-        images = np.empty((idx.size, r, r, 3), np.uint8)
-        maps = np.empty((idx.size, r, r, 3), np.float32)
+        if out is None:
+            images = np.empty((idx.size, r, r, 3), np.uint8)
+            maps = np.empty((idx.size, r, r, 3), np.float32)
+        else:  # position_map: float32 / float16 values, or uint8 (B, 2, R, R, 3) float16 byte planes
+            images, maps = out["image"], out["position_map"]
+            if (images.shape != (idx.size, r, r, 3) or images.dtype != np.uint8
+                    or maps.shape not in (images.shape, (idx.size, 2, r, r, 3))):
+                raise ValueError(f"read_batch out: expected ({idx.size}, {r}, {r}, 3) uint8 and float arrays")
+            if not crops_store and maps.dtype == np.uint8:
+                raise ValueError("read_batch out: byte planes are for crops-store files")
         if crops_store:
             rows = self._row_readers(files)
+            jpegs = self._jpeg_bytes(files, fid, local)
             for b, (k, j) in enumerate(zip(fid, local)):
-                rows[k](int(j), images[b], maps[b])
+                rows[k](int(j), images[b], maps[b], jpegs.get((int(k), int(j))))
         else:
+            rngs = rng if isinstance(rng, (list, tuple)) else [rng] * idx.size
             for b, (k, j) in enumerate(zip(fid, local)):
-                images[b], maps[b], batch["transform"][b] = self._render_raw(files[k], int(j), batch, b, rng)
+                images[b], maps[b], batch["transform"][b] = self._render_raw(files[k], int(j), batch, b, rngs[b])
         batch["image"], batch["position_map"] = images, maps
         return batch
 
@@ -385,7 +419,7 @@ class PositionMapDataset:
         return {key: np.stack(v) for key, v in out.items()}
 
     def _row_readers(self, files: list[h5py.File]) -> list:
-        """Per file: ``read(j, image_out, map_out)`` for the crops store (cached per process)."""
+        """Per file: ``read(j, image_out, map_out, stored_jpeg=None)`` for the crops store (cached per process)."""
         key = os.getpid()
         if self._fast.get("key") != key:
             readers = [self._row_reader(f) for f in files]
@@ -401,21 +435,36 @@ class PositionMapDataset:
         self._row_readers(self._files())
         return list(self._fast["modes"])
 
+    @staticmethod
+    def _jpeg_bytes(files: list[h5py.File], fid: np.ndarray, local: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+        """(file, row) -> stored JPEG bytes of the batch, one h5py read per file (a read per
+        row costs ~5x more in h5py's per-call overhead); empty for raw-array crops."""
+        out: dict[tuple[int, int], np.ndarray] = {}
+        for k in np.unique(fid):
+            crop = files[k]["crop"]
+            if crop.ndim != 1:
+                continue
+            rows = np.unique(local[fid == k])
+            values = crop[rows] if rows.size > 1 else [crop[int(rows[0])]]
+            out.update({(int(k), int(j)): v for j, v in zip(rows, values)})
+        return out
+
     def _row_reader(self, f: h5py.File):
         crop, pmap = f["crop"], f["position_map"]
         jpeg = crop.ndim == 1
         crop_mode = None if jpeg or not self._fast_read else _fast_chunks(crop)
         map_mode = _fast_chunks(pmap) if self._fast_read else None
+        crop_layout, map_layout = (crop.dtype, crop.shape), (pmap.dtype, pmap.shape)
 
-        def read(j: int, image: np.ndarray, position_map: np.ndarray) -> None:
+        def read(j: int, image: np.ndarray, position_map: np.ndarray, stored: np.ndarray | None = None) -> None:
             if crop_mode:
-                read_chunk_into(crop, j, image, crop_mode)
+                read_chunk_into(crop, j, image, crop_mode, crop_layout)
             else:
-                image[...] = decode_crop(crop[j])
+                image[...] = decode_crop(crop[j] if stored is None else stored)
             if map_mode:
-                read_chunk_into(pmap, j, position_map, map_mode)
+                read_chunk_into(pmap, j, position_map, map_mode, map_layout)
             else:
-                position_map[...] = pmap[j]
+                put_values(position_map, pmap[j])
 
         return read, ("jpeg" if jpeg else crop_mode or "h5py", map_mode or "h5py")
 

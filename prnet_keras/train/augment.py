@@ -97,7 +97,9 @@ class AugmentParams:
 
     matrices (B, 2, 3) float64 crop px -> crop px; scales (B,); colors (B, 3) float32
     channel factors; occluders (B, 4) int32 boxes [x0, y0, x1, y1) (empty when x1 == x0);
-    occluder_noise (B,) bool (noise texture vs solid colour); occluder_colors (B, 3) float32 in [0, 1].
+    occluder_noise (B,) bool (noise texture vs solid colour); occluder_colors (B, 3) float32 in [0, 1];
+    noise_grains (B,) int32 texel size in px (1-16) and noise_seeds (B,) int32 in [0, 65536) of
+    the noise texture (:func:`noise_texture`).
     """
 
     matrices: np.ndarray
@@ -106,6 +108,15 @@ class AugmentParams:
     occluders: np.ndarray
     occluder_noise: np.ndarray
     occluder_colors: np.ndarray
+    noise_grains: np.ndarray | None = None
+    noise_seeds: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.scales)
+        if self.noise_grains is None:
+            self.noise_grains = np.ones(n, np.int32)
+        if self.noise_seeds is None:
+            self.noise_seeds = np.zeros(n, np.int32)
 
     @classmethod
     def identity(cls, batch: int) -> "AugmentParams":
@@ -113,6 +124,20 @@ class AugmentParams:
         m[:, 0, 0] = m[:, 1, 1] = 1.0
         return cls(m, np.ones(batch), np.ones((batch, 3), np.float32), np.zeros((batch, 4), np.int32),
                    np.zeros(batch, bool), np.zeros((batch, 3), np.float32))
+
+    @classmethod
+    def concatenate(cls, parts: "list[AugmentParams]") -> "AugmentParams":
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(cls)))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Fixed-dtype arrays for the accelerator (:mod:`.device_augment`): matrix (B, 6) float32
+        row-major 2x3, scale (B,), color (B, 3), occluder (B, 4) int32, occluder_noise (B,) int32,
+        occluder_color (B, 3), noise_grain (B,) int32, noise_seed (B,) int32."""
+        return {"matrix": self.matrices.reshape(-1, 6).astype(np.float32), "scale": self.scales.astype(np.float32),
+                "color": self.colors.astype(np.float32), "occluder": self.occluders.astype(np.int32),
+                "occluder_noise": self.occluder_noise.astype(np.int32),
+                "occluder_color": self.occluder_colors.astype(np.float32),
+                "noise_grain": self.noise_grains.astype(np.int32), "noise_seed": self.noise_seeds.astype(np.int32)}
 
 
 def affine_matrices(angles_deg: np.ndarray, scales: np.ndarray, shifts: np.ndarray,
@@ -133,40 +158,70 @@ def affine_matrices(angles_deg: np.ndarray, scales: np.ndarray, shifts: np.ndarr
     return m
 
 
+# Columns of the one uniform draw per sample (fixed, so toggling an option never shifts the others).
+_DRAWS = ("angle", "scale", "tx", "ty", "r", "g", "b", "occlude", "area", "aspect", "x0", "y0", "noise",
+          "occ_r", "occ_g", "occ_b", "grain", "noise_seed")
+
+
 def sample_params(cfg: AugmentConfig, batch: int, rng: np.random.Generator,
                   resolution: int = RESOLUTION) -> AugmentParams:
-    """Draw one batch of parameters; a switched-off augmentation draws its identity."""
-    zeros = np.zeros(batch)
-    angles = rng.uniform(*cfg.rotation_range_deg, size=batch) if cfg.rotation else zeros
-    scales = rng.uniform(*cfg.scale_range, size=batch) if cfg.scale else np.ones(batch)
+    """Draw one batch of parameters; a switched-off augmentation takes its identity.
+
+    One (18, batch) uniform draw, one row per quantity (:data:`_DRAWS`).
+    """
+    return params_from_uniforms(cfg, rng.random((len(_DRAWS), batch)), resolution)
+
+
+def params_from_uniforms(cfg: AugmentConfig, uniforms: np.ndarray, resolution: int = RESOLUTION) -> AugmentParams:
+    """Parameters of B samples from (18, B) uniforms in [0, 1) (rows: :data:`_DRAWS`)."""
+    batch = uniforms.shape[1]
+    u = dict(zip(_DRAWS, uniforms))
+
+    def between(lo_hi: tuple[float, float], v: np.ndarray) -> np.ndarray:
+        return lo_hi[0] + (lo_hi[1] - lo_hi[0]) * v
+
+    angles = between(cfg.rotation_range_deg, u["angle"]) if cfg.rotation else np.zeros(batch)
+    scales = between(cfg.scale_range, u["scale"]) if cfg.scale else np.ones(batch)
     t = cfg.translation_frac * resolution
-    shifts = rng.uniform(-t, t, size=(batch, 2)) if cfg.translation else np.zeros((batch, 2))
-    colors = (rng.uniform(*cfg.color_range, size=(batch, 3)) if cfg.color else np.ones((batch, 3))).astype(np.float32)
+    shifts = (np.stack([between((-t, t), u["tx"]), between((-t, t), u["ty"])], 1) if cfg.translation
+              else np.zeros((batch, 2)))
+    colors = np.stack([between(cfg.color_range, u[c]) for c in "rgb"], 1) if cfg.color else np.ones((batch, 3))
     occluders = np.zeros((batch, 4), np.int32)
     noise = np.zeros(batch, bool)
     occ_colors = np.zeros((batch, 3), np.float32)
+    grains, seeds = np.ones(batch, np.int32), np.zeros(batch, np.int32)
     if cfg.occlusion:
-        on = rng.random(batch) < cfg.occlusion_p
-        area = rng.uniform(*cfg.occlusion_area, size=batch) * resolution**2
+        on = u["occlude"] < cfg.occlusion_p
+        area = between(cfg.occlusion_area, u["area"]) * resolution**2
         # Log-uniform aspect (w / h): tall and wide patches equally likely.
-        aspect = np.exp(rng.uniform(*np.log(cfg.occlusion_aspect), size=batch))
+        aspect = np.exp(between(tuple(np.log(cfg.occlusion_aspect)), u["aspect"]))
         w = np.clip(np.rint(np.sqrt(area * aspect)), 1, resolution).astype(np.int32)
         h = np.clip(np.rint(np.sqrt(area / aspect)), 1, resolution).astype(np.int32)
-        x0 = np.floor(rng.random(batch) * (resolution - w + 1)).astype(np.int32)
-        y0 = np.floor(rng.random(batch) * (resolution - h + 1)).astype(np.int32)
+        x0 = np.floor(u["x0"] * (resolution - w + 1)).astype(np.int32)
+        y0 = np.floor(u["y0"] * (resolution - h + 1)).astype(np.int32)
         occluders = np.where(on[:, None], np.stack([x0, y0, x0 + w, y0 + h], 1), 0).astype(np.int32)
-        noise = rng.random(batch) < 0.5
-        occ_colors = rng.random((batch, 3)).astype(np.float32)
+        noise = u["noise"] < 0.5
+        occ_colors = np.stack([u["occ_r"], u["occ_g"], u["occ_b"]], 1).astype(np.float32)
+        grains = (1 + np.floor(16 * u["grain"])).astype(np.int32)
+        seeds = np.floor(65536 * u["noise_seed"]).astype(np.int32)
     return AugmentParams(affine_matrices(angles, scales, shifts, (resolution - 1) / 2.0), scales,
-                         colors, occluders, noise, occ_colors)
+                         colors.astype(np.float32), occluders, noise, occ_colors, grains, seeds)
 
 
-def warp_images(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+def sample_params_per_sample(cfg: AugmentConfig, rngs: list[np.random.Generator],
+                             resolution: int = RESOLUTION) -> AugmentParams:
+    """One draw per sample, each from its own generator: a sample's augmentation then does
+    not depend on which batch, shard or worker it is made in."""
+    draws = np.stack([rng.random(len(_DRAWS)) for rng in rngs], 1) if rngs else np.zeros((len(_DRAWS), 0))
+    return params_from_uniforms(cfg, draws, resolution)
+
+
+def warp_images(images: np.ndarray, matrices: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(B, H, W, C) images through (B, 2, 3) affines: bilinear, border 0, same dtype.
 
     One ``cv2.warpAffine`` per sample (OpenCV releases the GIL, so threads scale).
     """
-    out = np.empty_like(images)
+    out = np.empty_like(images) if out is None else out
     h, w = images.shape[1:3]
     for i in range(images.shape[0]):
         out[i] = cv2.warpAffine(images[i], matrices[i], (w, h), flags=cv2.INTER_LINEAR,
@@ -209,66 +264,113 @@ def _scale_colors_kernel(images, colors, out):
 
 
 def warp_position_maps(position_maps: np.ndarray, matrices: np.ndarray, scales: np.ndarray,
-                       factor: float = 1.0, inplace: bool = False) -> np.ndarray:
+                       factor: float = 1.0, inplace: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """Map the values of (B, R, R, 3) position maps (crop px) through (B, 2, 3) affines.
 
     x, y -> M·[x, y, 1]; z -> s·z; everything then × ``factor`` (1 / LABEL_SCALE gives the
     network's label). The UV grid is untouched and uncovered pixels (all channels 0) stay
-    0. Returns a new float32 array, or with ``inplace`` writes into ``position_maps`` when
-    it is C-contiguous float32 (saves a batch-sized allocation per batch).
+    0. Returns a new float32 array, writes into ``out`` (float32, C-contiguous), or with
+    ``inplace`` into ``position_maps`` when it is C-contiguous float32.
     """
     pm = np.ascontiguousarray(position_maps, dtype=np.float32)
-    out = pm if inplace and pm is position_maps else np.empty_like(pm)
+    if out is None:
+        out = pm if inplace and pm is position_maps else np.empty_like(pm)
     _warp_labels_kernel(pm, np.ascontiguousarray(matrices, np.float64), np.asarray(scales, np.float64),
                         np.float64(factor), out)
     return out
 
 
-def scale_colors(images: np.ndarray, colors: np.ndarray) -> np.ndarray:
+def scale_colors(images: np.ndarray, colors: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(B, H, W, 3) uint8 -> float32 image / 255 × (B, 3) channel factors, clipped to [0, 1]."""
-    out = np.empty(images.shape, np.float32)
+    out = np.empty(images.shape, np.float32) if out is None else out
     _scale_colors_kernel(np.ascontiguousarray(images), np.ascontiguousarray(colors, np.float32), out)
     return out
 
 
-def _noise_patch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(h, w, 3) float32 noise texture in [0, 1] of a random grain (1-16 px)."""
-    grain = int(rng.integers(1, 17))
-    small = rng.random((max(1, -(-h // grain)), max(1, -(-w // grain)), 3)).astype(np.float32)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR if grain > 2 else cv2.INTER_NEAREST)
+def hash16(x: np.ndarray) -> np.ndarray:
+    """A bijective 16-bit integer mix on int32 arrays (values in [0, 65536)).
+
+    Only xor, shifts and products below 2**31, so :mod:`.device_augment` computes the
+    same numbers with ``keras.ops`` on every backend.
+    """
+    x = x ^ (x >> 8)
+    x = (x * 0x5BD1) & 0xFFFF
+    x = x ^ (x >> 7)
+    x = (x * 0x2C1B) & 0xFFFF
+    return x ^ (x >> 9)
 
 
-def occlude(images: np.ndarray, params: AugmentParams, rng: np.random.Generator) -> None:
+def noise_value(seed: np.ndarray, gy: np.ndarray, gx: np.ndarray, channel: np.ndarray) -> np.ndarray:
+    """Texel value in [0, 1] of the noise grid ``seed`` at row ``gy``, column ``gx`` (< 256)."""
+    h = hash16(hash16(seed) ^ gy)
+    return hash16(h ^ (gx | (channel << 8))).astype(np.float32) * np.float32(1.0 / 65535.0)
+
+
+def noise_coordinates(offset: Any, grain: Any, backend: Any = np) -> tuple[Any, Any]:
+    """Pixel offset inside the box -> (texel index, weight of the next texel), elementwise.
+
+    Grains 1-2: nearest texel (weight 0); larger: bilinear between texel centres, the first
+    half texel clamped, i.e. the texel grid resized ``grain`` times with OpenCV's bilinear
+    resize. ``backend``: numpy, or ``keras.ops`` (:mod:`.device_augment`).
+    """
+    ops = backend
+    g = ops.cast(grain, "float32") if ops is not np else np.asarray(grain, np.float32)
+    o = ops.cast(offset, "float32") if ops is not np else np.asarray(offset, np.float32)
+    f = ops.maximum((o + 0.5) / g - 0.5, 0.0)
+    i = ops.floor(f)
+    nearest = g <= 2.0
+    index = ops.where(nearest, ops.floor(o / g), i)
+    weight = ops.where(nearest, ops.zeros_like(f), f - i)
+    return (ops.cast(index, "int32") if ops is not np else index.astype(np.int32)), weight
+
+
+def noise_texture(seed: int, grain: int, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) float32 noise texture in [0, 1]: a grid of random texels ``grain`` px apart
+    (see :func:`noise_coordinates`); the grid is hashed from ``seed`` (:func:`noise_value`)."""
+    g = int(grain)
+    ny, nx = -(-h // g) + 1, -(-w // g) + 1
+    gy, gx, c = np.ogrid[:ny, :nx, :3]
+    grid = noise_value(np.int32(seed), gy, gx, c)
+    if g <= 2:
+        return np.repeat(np.repeat(grid, g, 0), g, 1)[:h, :w]
+    return cv2.resize(grid, (nx * g, ny * g), interpolation=cv2.INTER_LINEAR)[:h, :w]
+
+
+def occlude(images: np.ndarray, params: AugmentParams) -> None:
     """Paint each sample's occluder box in place on (B, H, W, 3) float32 images in [0, 1]."""
     for i, (x0, y0, x1, y1) in enumerate(params.occluders):
         if x1 <= x0 or y1 <= y0:
             continue
         if params.occluder_noise[i]:
-            images[i, y0:y1, x0:x1] = _noise_patch(rng, int(y1 - y0), int(x1 - x0))
+            images[i, y0:y1, x0:x1] = noise_texture(params.noise_seeds[i], params.noise_grains[i],
+                                                    int(y1 - y0), int(x1 - x0))
         else:
             images[i, y0:y1, x0:x1] = params.occluder_colors[i]
 
 
 def apply_params(images: np.ndarray, position_maps: np.ndarray, params: AugmentParams,
-                 rng: np.random.Generator | None = None, label_factor: float = 1.0,
-                 overwrite_maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 label_factor: float = 1.0, overwrite_maps: bool = False,
+                 out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Augment one batch with given parameters.
 
     images (B, R, R, 3) uint8 RGB crops; position_maps (B, R, R, 3) float32 crop px.
     Returns images float32 in [0, 1] and position maps float32 in crop px × ``label_factor``
-    (pass 1 / LABEL_SCALE for network labels). ``rng`` draws the occluders' noise textures.
-    ``overwrite_maps`` lets the labels reuse ``position_maps``' memory (the caller owns it).
+    (pass 1 / LABEL_SCALE for network labels). ``overwrite_maps`` lets the labels reuse
+    ``position_maps``' memory (the caller owns it); ``out`` = (image, label) float32 arrays
+    to write into instead (e.g. shared batch buffers).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise InputError(f"augmentation: images must be uint8 crops, got {images.dtype}")
     if not np.allclose(params.matrices, AugmentParams.identity(len(images)).matrices):
         images = warp_images(images, params.matrices)
-    position_maps = warp_position_maps(position_maps, params.matrices, params.scales, label_factor, overwrite_maps)
-    out = scale_colors(images, params.colors)  # factors > 1 saturate: clipped to 1
+    x_out, y_out = out if out is not None else (None, None)
+    position_maps = warp_position_maps(position_maps, params.matrices, params.scales, label_factor,
+                                       overwrite_maps, out=y_out)
+    x = scale_colors(images, params.colors, out=x_out)  # factors > 1 saturate: clipped to 1
     if params.occluders.any():
-        occlude(out, params, rng if rng is not None else np.random.default_rng(0))
-    return out, position_maps
+        occlude(x, params)
+    return x, position_maps
 
 
 def augment_batch(images: np.ndarray, position_maps: np.ndarray, cfg: AugmentConfig,
@@ -276,4 +378,4 @@ def augment_batch(images: np.ndarray, position_maps: np.ndarray, cfg: AugmentCon
                   overwrite_maps: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Sample parameters from ``rng`` and apply them (see :func:`apply_params`)."""
     params = sample_params(cfg, len(images), rng, images.shape[1])
-    return apply_params(images, position_maps, params, rng, label_factor, overwrite_maps)
+    return apply_params(images, position_maps, params, label_factor, overwrite_maps)

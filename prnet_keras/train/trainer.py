@@ -6,9 +6,17 @@ or any subset of one: training options live in section ``train`` (the keys of
 (:class:`~prnet_keras.train.augment.AugmentConfig`). Other sections are kept as given.
 
 Resume: a run folder holding ``run_state.json`` is continued from its last completed
-epoch (weights, optimizer state, schedule position, history, best values) when the
-resolved configuration equals the recorded one, except for the keys in
-:data:`FREE_KEYS`; otherwise it is refused unless ``force`` is set.
+epoch when the resolved configuration equals the recorded one, except for the keys in
+:data:`FREE_KEYS`; otherwise it is refused unless ``force`` is set. Restored: weights,
+optimizer state (moments, step count), learning-rate schedule position, the random state
+of every layer that draws during training (dropout seed generators), history and best
+values; the data of every epoch is a function of (seed, epoch) alone (see
+:mod:`.batches`), so a resumed run trains on exactly the batches an uninterrupted one
+would and, on the same machine and software, reproduces it bit for bit.
+
+Several processes (``TF_CONFIG``, a Slurm step, ``KERAS_DISTRIBUTION_*``): process 0 (the
+chief) alone reads and writes the run folder; the others learn the start epoch and the
+weights from it (:mod:`.distribute`).
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ import keras
 
 from prnet_keras.errors import InputError, ModelFileError
 from prnet_keras.train.augment import AugmentConfig
-from prnet_keras.train.callbacks import RunRecorder, read_state, remove_stale_temporaries
-from prnet_keras.train.dataset import AugmentedDataset, yaw_balanced_weights
-from prnet_keras.train.distribute import plan_distribution
+from prnet_keras.train.callbacks import RunRecorder, restore_rng_state, start_point
+from prnet_keras.train.dataset import AugmentedDataset, fit_inputs, yaw_balanced_weights
+from prnet_keras.train.device_augment import DeviceAugmentedModel
+from prnet_keras.train.distribute import DistributionPlan, plan_distribution
 from prnet_keras.utils import to_jsonable, write_json
 
 # Section "train": every option and its default (the packaged defaults spell the same values).
@@ -56,8 +65,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "augment": True,          # master switch; per-augmentation switches in section "augment"
     "sample_weights": None,   # None | "yaw_balanced"
     "workers": 1,
-    "use_multiprocessing": False,  # threads: measured faster than processes (no batch pickling)
-    "max_queue_size": 10,
+    "use_multiprocessing": False,  # workers are processes decoding into shared buffers (else threads)
+    "max_queue_size": None,   # batches made ahead (default 2 per worker)
+    "augment_on_device": False,  # the CPU decodes; augmentation runs in the train step (keras.ops)
+    "record_batches": None,   # debug: folder; each process appends the sample indices it trains on
     "mixed_precision": None,  # None | "bf16" | "fp16"
     "jit_compile": False,
     "distribute": "auto",     # "auto" | "off"
@@ -69,7 +80,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 # Keys that may differ between a run and its resumption (they do not change the result).
 FREE_KEYS = {"workers", "use_multiprocessing", "max_queue_size", "resume", "force", "verbose", "tensorboard",
-             "evaluate_initial"}
+             "evaluate_initial", "record_batches"}
 SCHEDULES = ("step", "cosine")
 SKIPPED_FILE = "skipped_samples.csv"  # samples left out of training (unreadable, non-finite), with why
 PRECISIONS = {None: "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -110,11 +121,11 @@ def resolve_config(config: dict | None) -> dict[str, Any]:
     if unknown:
         raise InputError(f"train: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(TRAIN_DEFAULTS))}")
     t = {**copy.deepcopy(TRAIN_DEFAULTS), **given}
-    for key in ("epochs", "batchsize", "dropevery", "keep_checkpoints", "workers", "max_queue_size"):
+    for key in ("epochs", "batchsize", "dropevery", "keep_checkpoints", "workers"):
         _positive(t, key, int)
     for key in ("learningrate", "dropfactor"):
         _positive(t, key, float)
-    for key in ("steps_per_epoch", "validation_steps"):
+    for key in ("steps_per_epoch", "validation_steps", "max_queue_size"):
         if t[key] is not None:
             _positive(t, key, int)
     t["seed"], t["start_epoch"] = int(t["seed"]), int(t["start_epoch"])
@@ -148,6 +159,8 @@ def resolve_config(config: dict | None) -> dict[str, Any]:
     t["model"] = model
     if t["init"]:
         t["init"] = str(Path(t["init"]).expanduser().resolve())
+    if t["record_batches"]:
+        t["record_batches"] = str(Path(t["record_batches"]).expanduser().resolve())
     t["output"] = str(Path(t["output"] or Path("runs") / Path(model).stem).expanduser().resolve())
     cfg["train"] = t
     cfg["augment"] = AugmentConfig.from_dict(cfg.get("augment")).to_dict()
@@ -202,23 +215,29 @@ def _read_column(paths: list[str], key: str) -> Any:
     return np.concatenate(parts)
 
 
-def make_datasets(cfg: dict, epoch: int) -> tuple[AugmentedDataset, AugmentedDataset | None]:
+def make_datasets(cfg: dict, epoch: int, replicas: int = 1,
+                  write_skips: bool = True) -> tuple[AugmentedDataset, AugmentedDataset | None]:
+    """Training and validation datasets; ``replicas``: devices sharing each global batch
+    (validation's last partial batch is cut to a multiple of it, so every replica gets an
+    equal share); ``write_skips``: skipped samples get a row in the run's
+    ``skipped_samples.csv`` (the chief's; other processes only print them)."""
     t = cfg["train"]
-    io_opts = dict(workers=t["workers"], use_multiprocessing=bool(t["use_multiprocessing"]) and t["workers"] > 1,
+    io_opts = dict(workers=t["workers"], use_multiprocessing=bool(t["use_multiprocessing"]),
                    max_queue_size=t["max_queue_size"])
     augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg["augment"].items()})
     if not t["augment"]:
         augment = AugmentConfig.disabled()
-    skip_log = Path(t["output"]) / SKIPPED_FILE
+    skip_log = Path(t["output"]) / SKIPPED_FILE if write_skips else None
     train_ds = AugmentedDataset(t["train_files"], batch_size=t["batchsize"], mode="train", augment=augment,
                                 seed=t["seed"], epoch=epoch, max_batches=t["steps_per_epoch"], skip_log=skip_log,
-                                **io_opts)
+                                on_device=bool(t["augment_on_device"]), **io_opts)
     if t["sample_weights"] == "yaw_balanced":
         train_ds.sample_weight = yaw_balanced_weights(_read_column(t["train_files"], "yaw"))
     val_ds = None
     if t["val_files"]:
         val_ds = AugmentedDataset(t["val_files"], batch_size=t["batchsize"], mode="val",
-                                  max_batches=t["validation_steps"], skip_log=skip_log, **io_opts)
+                                  max_batches=t["validation_steps"], skip_log=skip_log, replicas=replicas,
+                                  **io_opts)
         if val_ds.layout is not None and train_ds.layout is not None and val_ds.layout != train_ds.layout:
             raise InputError(f"{t['val_files'][0]}: UV layout differs from the training file's")
     return train_ds, val_ds
@@ -273,14 +292,20 @@ def initialise_weights(model: keras.Model, path: str) -> None:
     load_official_checkpoint(model, path)
 
 
-def compile_network(model: keras.Model, t: dict, layout: Any) -> None:
+def compile_network(model: keras.Model, t: dict, layout: Any, optimizer: Any = None) -> None:
+    """Compile with the configured loss and landmark-NME metric (a new Adam unless ``optimizer``).
+
+    ``train.jit_compile`` is TensorFlow's XLA switch; JAX always compiles the step (its
+    ``jit_compile=False`` would run it op by op: very slow, and with several devices the
+    per-op collectives can deadlock XLA's CPU runtime).
+    """
     from prnet_keras.model import LandmarkNME, get_loss
 
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=float(t["learningrate"])),
+        optimizer=optimizer or keras.optimizers.Adam(learning_rate=float(t["learningrate"])),
         loss=get_loss(t["lossfunct"], weight_mask=layout.weight_mask, resolution=layout.resolution),
         metrics=[LandmarkNME(layout.uv_kpt_ind, resolution=layout.resolution, name="nme")],
-        jit_compile=bool(t["jit_compile"]),
+        jit_compile=bool(t["jit_compile"]) if keras.backend.backend() == "tensorflow" else "auto",
     )
 
 
@@ -293,12 +318,10 @@ def restore_checkpoint(model: keras.Model, path: Path) -> None:
         raise ModelFileError(f"{path}: checkpoint does not fit the configured model ({exc})") from None
 
 
-def initial_validation(model: keras.Model, val_ds: AugmentedDataset, epoch: int) -> dict[str, Any]:
+def initial_validation(model: keras.Model, val_input: Any, epoch: int, steps: int | None = None) -> dict[str, Any]:
     """Validation of the starting weights, as a history row (baseline for "it learns")."""
-    logs = model.evaluate(val_ds, return_dict=True, verbose=0)
-    row = {"epoch": epoch, **{f"val_{k}": float(v) for k, v in logs.items()}}
-    _log("initial validation: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
-    return row
+    logs = model.evaluate(val_input, steps=steps, return_dict=True, verbose=0)
+    return {"epoch": epoch, **{f"val_{k}": float(v) for k, v in logs.items()}}
 
 
 # ---- entry ------------------------------------------------------------------------------------
@@ -323,57 +346,96 @@ def train(config: dict) -> Path:
     ``best_eval_loss.keras``, ``best_nme.keras``, ``run_state.json``, ``training_log.csv``,
     ``skipped_samples.csv`` (only when a sample had to be left out),
     ``loss.png``, ``nme.png``, ``config.json`` (resolved configuration), ``uv_layout.npz``
-    and, with ``tensorboard``, ``tensorboard/``.
+    and, with ``tensorboard``, ``tensorboard/``. With several processes only the chief
+    writes; the others write nothing.
     """
     cfg = resolve_config(config)
     t = cfg["train"]
+    plan = plan_distribution(t["distribute"])  # first: MultiWorkerMirroredStrategy configures TensorFlow
+    plan.check_batch_size(int(t["batchsize"]))
     run_dir = Path(t["output"])
-    if run_dir.is_dir():
-        remove_stale_temporaries(run_dir)
-    state = read_state(run_dir)
-    if t["resume"] and state is None:
-        raise InputError(f"--resume: {run_dir} holds no completed epoch to resume from")
-    if state is not None:
-        _check_resumable(run_dir, cfg, state)
-    initial_epoch = state["completed_epochs"] if state else t["start_epoch"]
+    with plan.peer_failures():
+        initial_epoch, state, resuming = start_point(plan, run_dir, int(t["start_epoch"]), bool(t["resume"]),
+                                                     lambda state: _check_resumable(run_dir, cfg, state))
     if initial_epoch >= t["epochs"]:
         _log(f"{run_dir}: all {t['epochs']} epochs already done")
         return run_dir
-    keras.utils.set_random_seed(t["seed"] + initial_epoch)
+    keras.utils.set_random_seed(t["seed"])  # initial weights; the data draws its own seeds
     # the data files are opened and checked before anything is written: a bad file is one
     # error line and leaves no run folder behind
-    train_ds, val_ds = make_datasets(cfg, initial_epoch)
+    train_ds, val_ds = make_datasets(cfg, initial_epoch, plan.replicas, write_skips=plan.is_chief)
+    try:
+        with plan.peer_failures(), plan.activate():
+            return _train(cfg, plan, run_dir, initial_epoch, state, resuming, train_ds, val_ds)
+    finally:
+        train_ds.close()
+        if val_ds is not None:
+            val_ds.close()
+
+
+def _train(cfg: dict, plan: DistributionPlan, run_dir: Path, initial_epoch: int, state: dict | None,
+           resuming: bool, train_ds: AugmentedDataset, val_ds: AugmentedDataset | None) -> Path:
+    t = cfg["train"]
     layout = train_ds.layout
     if layout is None:
         raise InputError(f"{t['train_files'][0]}: the dataset carries no UV layout")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    layout.save(run_dir / "uv_layout.npz")
-    plan = plan_distribution(t["distribute"])
-    write_json(run_dir / "config.json", cfg)
-    _log(f"{'resuming after epoch ' + str(initial_epoch) if state else 'starting at epoch ' + str(initial_epoch)}"
+    if plan.is_chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        layout.save(run_dir / "uv_layout.npz")
+        write_json(run_dir / "config.json", cfg)
+    _log(f"{'resuming after epoch ' + str(initial_epoch) if resuming else 'starting at epoch ' + str(initial_epoch)}"
          f" of {t['epochs']}: {train_ds.n_samples} training samples, {len(train_ds)} batches/epoch"
-         f"{', ' + str(val_ds.n_samples) + ' validation samples' if val_ds else ''}; {plan.detail}")
-    with precision_policy(t["mixed_precision"]), plan.scope():
-        model = build_network(t)
-        set_bn_momentum(model, t["bn_momentum"])
-        if not state and t["init"]:
-            initialise_weights(model, t["init"])
-        compile_network(model, t, layout)
-        if state:
-            restore_checkpoint(model, run_dir / state["checkpoint"])
-        elif val_ds is not None and t["evaluate_initial"]:
-            state = {"history": [initial_validation(model, val_ds, initial_epoch)]}
-        callbacks = [
-            keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, t)),
-            RunRecorder(run_dir, keep=t["keep_checkpoints"], state=state,
-                        monitor_loss="val_loss" if val_ds else "loss", monitor_nme="val_nme" if val_ds else "nme",
-                        run_info={"start_epoch": initial_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                  "distribution": plan.to_dict()}),
-            keras.callbacks.TerminateOnNaN(),
-        ]
-        if t["tensorboard"]:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+         f"{', ' + str(val_ds.n_samples) + ' validation samples' if val_ds else ''}; {plan.detail}"
+         + ("" if plan.is_chief else f"; process {plan.worker_index} of {plan.workers}, the chief writes the run folder"))
+    with precision_policy(t["mixed_precision"]):
+        model, network = _build_and_restore(cfg, plan, layout, run_dir, state, resuming)
+        # fit runs outside the strategy scope: a variable made there (Keras' saving makes
+        # throw-away ones) would be a collective op on the chief alone and hang the others.
+        train_input, val_input = fit_inputs(plan, train_ds, val_ds, initial_epoch, int(t["epochs"]),
+                                            t["record_batches"])
+        if not resuming and val_input is not None and t["evaluate_initial"]:
+            row = initial_validation(model, val_input, initial_epoch, len(val_ds))
+            if plan.is_chief:
+                _log("initial validation: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch"))
+            state = {"history": [row]}
+        callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch: learning_rate_at(epoch, t)),
+                     keras.callbacks.TerminateOnNaN()]
+        if plan.is_chief:
+            callbacks.insert(1, RunRecorder(
+                run_dir, keep=t["keep_checkpoints"], state=state, network=network, writing=plan.chief_only,
+                monitor_loss="val_loss" if val_ds else "loss", monitor_nme="val_nme" if val_ds else "nme",
+                run_info={"start_epoch": initial_epoch, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "distribution": plan.to_dict()}))
+            if t["tensorboard"]:
+                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
         verbose = t["verbose"] if t["verbose"] != "auto" else (1 if sys.stdout.isatty() else 2)
-        model.fit(train_ds, validation_data=val_ds, epochs=t["epochs"], initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose)
+        # shuffle=False: Keras would reorder the batches of an epoch with Python's global random
+        # state, which a resumed process does not share; the data is shuffled per epoch already.
+        model.fit(train_input, validation_data=val_input, epochs=t["epochs"], initial_epoch=initial_epoch,
+                  steps_per_epoch=len(train_ds), validation_steps=len(val_ds) if val_ds else None,
+                  callbacks=callbacks, verbose=verbose if plan.is_chief else 0, shuffle=False)
     return run_dir
+
+
+def _build_and_restore(cfg: dict, plan: DistributionPlan, layout: Any, run_dir: Path, state: dict | None,
+                       resuming: bool) -> tuple[keras.Model, keras.Model]:
+    """(model to fit, network to save): built and compiled under the strategy, weights and
+    optimizer state from the checkpoint (chief) or ``--init``, then the chief's everywhere."""
+    t = cfg["train"]
+    with plan.scope():  # every variable is made here, by every process (collectively)
+        network = build_network(t)
+        set_bn_momentum(network, t["bn_momentum"])
+        compile_network(network, t, layout)
+        network.optimizer.build(network.trainable_variables)
+        model = network
+        if t["augment_on_device"]:
+            model = DeviceAugmentedModel(network)
+            compile_network(model, t, layout, optimizer=network.optimizer)
+    # Loading only assigns (Keras makes throw-away objects meanwhile: outside the scope).
+    if plan.is_chief and not resuming and t["init"]:
+        initialise_weights(network, t["init"])
+    if state:
+        restore_checkpoint(network, run_dir / state["checkpoint"])
+        restore_rng_state(network, state.get("rng_state"))
+    plan.broadcast_variables(list(network.variables) + list(network.optimizer.variables))
+    return model, network

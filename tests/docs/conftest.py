@@ -138,6 +138,8 @@ def given(aflw: Path, wlp: Path) -> dict:
         "quickstart/data/AFLW2000": lambda d: shutil.copytree(aflw, d),
         "quickstart/data/train.hdf5": lambda d: _build(wlp, d, "train"),
         "quickstart/data/val.hdf5": lambda d: _build(aflw, d, "val"),
+        "data/h5/train.hdf5": lambda d: _build(wlp, d, "train"),  # README builds them; a page run alone needs them
+        "data/h5/val.hdf5": lambda d: _build(aflw, d, "val"),
         "quickstart/run/best_nme.keras": _small_model,
         "runs/prnet/best_nme.keras": _small_model,
     }

@@ -105,3 +105,37 @@ def toy_hdf5_dir(tmp_path_factory, layout) -> Path:
     write_toy_hdf5(out / "train.hdf5", *toy_samples(16, seed=1, layout=layout), layout)
     write_toy_hdf5(out / "val.hdf5", *toy_samples(6, seed=2, layout=layout), layout, buildmode="val")
     return out
+
+
+def tiny_network(dropout: float = 0.0):
+    """A 2-layer 256² -> 256² sigmoid network: training tests need cheap steps, not a real model."""
+    import keras
+
+    inp = keras.Input((256, 256, 3))
+    x = keras.layers.Conv2D(4, 4, strides=4, activation="relu")(inp)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=5)(x)
+    out = keras.layers.Conv2DTranspose(3, 4, strides=4, activation="sigmoid")(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """:func:`tiny_network` saved as .keras (``--model`` continues from it)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
+    tiny_network().save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_toy():
+    """The ``write_toy_hdf5(path, images, maps, layout)`` helper (test modules cannot import conftest)."""
+    return write_toy_hdf5
+
+
+@pytest.fixture(scope="session")
+def tiny_dropout_model(tmp_path_factory) -> Path:
+    """:func:`tiny_network` with a Dropout layer (random draws in every train step)."""
+    path = tmp_path_factory.mktemp("tiny") / "tiny_dropout.keras"
+    tiny_network(dropout=0.3).save(path)
+    return path

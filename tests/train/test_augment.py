@@ -139,3 +139,54 @@ def test_non_uint8_images_refused(toy_data):
     images, maps = toy_data
     with pytest.raises(InputError, match="uint8"):
         augment_batch(images.astype(np.float32), maps, AugmentConfig.from_dict(), np.random.default_rng(0))
+
+
+def test_device_augmentation_matches_the_cpu_for_the_same_parameters(toy_data):
+    """keras.ops augmentation (inside the train step) vs OpenCV/numba on the CPU, same draws."""
+    import keras
+
+    from prnet_keras import LABEL_SCALE
+    from prnet_keras.train.device_augment import augment_images, augment_labels
+
+    images, maps = toy_data[0][:8], toy_data[1][:8]
+    p = sample_params(AugmentConfig.from_dict({"occlusion_p": 1.0}), 8, np.random.default_rng(5))
+    p.occluder_noise[:] = [True, True, True, True, False, False, False, False]
+    p.noise_grains[:4] = [1, 2, 3, 13]  # nearest and bilinear texels
+    x, y = apply_params(images, maps.copy(), p, 1 / LABEL_SCALE)
+    inputs = {"image": images, "position_map": maps.astype(np.float16), **p.to_arrays()}
+    xd = keras.ops.convert_to_numpy(augment_images(inputs))
+    yd = keras.ops.convert_to_numpy(augment_labels(inputs))
+    # Labels: the same affine; float16 maps round to 1/8 px at most here.
+    np.testing.assert_allclose(yd * LABEL_SCALE, warp_position_maps(maps.astype(np.float16), p.matrices, p.scales),
+                               atol=1e-3)
+    np.testing.assert_allclose(y * LABEL_SCALE, yd * LABEL_SCALE, atol=0.13)
+    # Images: bilinear in float vs OpenCV's 1/32-px fixed point and uint8 rounding.
+    err = np.abs(x - xd) * 255
+    assert err.mean() < 0.5 and np.percentile(err, 99.9) < 4 and err.max() < 12
+    for i, (x0, y0, x1, y1) in enumerate(p.occluders):  # occluders (solid and noise) identical
+        assert x1 > x0 and y1 > y0
+        np.testing.assert_allclose(xd[i, y0:y1, x0:x1], x[i, y0:y1, x0:x1], atol=1e-5)
+    # Float16 maps as their two byte planes (how gzip files store them) give the same labels.
+    planes = maps.astype(np.float16).view(np.uint8).reshape(8, -1, 2).transpose(0, 2, 1).reshape(8, 2, 256, 256, 3)
+    yp = keras.ops.convert_to_numpy(augment_labels({**inputs, "position_map": planes}))
+    np.testing.assert_array_equal(yp, yd)
+    # A switched-off batch is the plain crop.
+    ident = AugmentParams.identity(2).to_arrays()
+    plain = keras.ops.convert_to_numpy(augment_images({"image": images[:2], **ident}))
+    np.testing.assert_allclose(plain, images[:2] / 255.0, atol=1e-6)
+
+
+def test_noise_texture_is_the_hashed_grid_resized():
+    from prnet_keras.train.augment import noise_coordinates, noise_texture, noise_value
+
+    for grain in (1, 2, 3, 7, 16):
+        tex = noise_texture(777, grain, 37, 53)
+        iy, wy = noise_coordinates(np.arange(37)[:, None, None], grain)
+        ix, wx = noise_coordinates(np.arange(53)[None, :, None], grain)
+        c = np.arange(3)[None, None, :]
+        top = noise_value(np.int32(777), iy, ix, c) * (1 - wx) + noise_value(np.int32(777), iy, ix + 1, c) * wx
+        bottom = noise_value(np.int32(777), iy + 1, ix, c) * (1 - wx) + noise_value(np.int32(777), iy + 1, ix + 1, c) * wx
+        np.testing.assert_allclose(tex, top * (1 - wy) + bottom * wy, atol=1e-6)
+        assert tex.shape == (37, 53, 3) and 0 <= tex.min() and tex.max() <= 1
+    assert 0.45 < noise_texture(1, 1, 64, 64).mean() < 0.55
+    assert not np.allclose(noise_texture(1, 4, 20, 20), noise_texture(2, 4, 20, 20))

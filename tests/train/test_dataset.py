@@ -126,3 +126,29 @@ def test_reads_files_built_by_the_data_package(synthetic_train_hdf5, synthetic_v
     xv, yv = val[0]
     raw = PositionMapDataset([synthetic_val_hdf5]).read_batch(range(5))
     np.testing.assert_allclose(yv * LABEL_SCALE, raw["position_map"], rtol=1e-5, atol=1e-3)
+
+
+def test_on_device_batches_carry_decoded_crops_maps_and_draws(toy_hdf5_dir):
+    """The CPU half of on-accelerator augmentation: plain crops, the stored float16 maps as byte
+    planes (gzip files), and the per-sample draws the CPU path would have applied."""
+    import keras
+
+    from prnet_keras.data.hdf5 import PositionMapDataset
+    from prnet_keras.train.augment import apply_params, sample_params_per_sample
+    from prnet_keras.train.device_augment import position_maps
+
+    files = [toy_hdf5_dir / "train.hdf5"]
+    dev = AugmentedDataset(files, batch_size=4, seed=7, on_device=True)
+    cpu = AugmentedDataset(files, batch_size=4, seed=7)
+    (x,) = dev[1]
+    idx = dev.batch_indices(1)
+    raw = PositionMapDataset(files).read_batch(idx, meta=False)
+    assert x["image"].dtype == np.uint8 and x["position_map"].shape == (4, 2, 256, 256, 3)
+    np.testing.assert_array_equal(x["image"], raw["image"])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(position_maps(x["position_map"])), raw["position_map"])
+    params = sample_params_per_sample(cpu.augment, cpu.maker.sample_rngs(0, idx))
+    np.testing.assert_allclose(x["matrix"], params.matrices.reshape(-1, 6), rtol=1e-6)
+    ref = apply_params(raw["image"], raw["position_map"], params, 1 / LABEL_SCALE)
+    got = cpu[1]
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])

@@ -83,19 +83,6 @@ def test_train_end_to_end_writes_all_outputs(toy_hdf5_dir, tmp_path, layout):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """A 2-layer 256² -> 256² sigmoid network saved as .keras: resume tests need cheap steps, not a real model."""
-    import keras
-
-    inp = keras.Input((256, 256, 3))
-    x = keras.layers.Conv2D(4, 4, strides=4, activation="relu")(inp)
-    out = keras.layers.Conv2DTranspose(3, 4, strides=4, activation="sigmoid")(x)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.keras"
-    keras.Model(inp, out).save(path)
-    return path
-
-
 def _wait_for_epochs(proc: subprocess.Popen, state_path: Path, more_than: int, timeout: float = 400) -> int:
     t0 = time.time()
     while time.time() - t0 < timeout:
@@ -219,3 +206,47 @@ def test_set_bn_momentum_reaches_nested_layers():
     assert set_bn_momentum(model, None) == 0
     assert set_bn_momentum(model, 0.9) == 2
     assert inner.layers[-1].momentum == 0.9
+
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(toy_hdf5_dir, tiny_dropout_model, tmp_path):
+    """Data order, augmentation, dropout draws and optimizer state all continue exactly."""
+    import keras
+
+    from prnet_keras.train.trainer import train
+
+    def run(out, epochs, **extra):
+        return train({"train": {"train_files": [str(toy_hdf5_dir / "train.hdf5")], "model": str(tiny_dropout_model),
+                                "batchsize": 4, "epochs": epochs, "steps_per_epoch": 2, "learningrate": 0.01,
+                                "output": str(out), "verbose": 0, **extra}})
+
+    whole = run(tmp_path / "whole", 2)
+    run(tmp_path / "parts", 1)
+    parts = run(tmp_path / "parts", 2, force=True)  # only --epochs differs
+    a, b = (json.loads((r / "run_state.json").read_text()) for r in (whole, parts))
+    assert [r["start_epoch"] for r in b["runs"]] == [0, 1]
+    assert b["rng_state"], "the dropout layer's seed generator is recorded"
+    assert [s for _, s in b["rng_state"]] == [s for _, s in a["rng_state"]], "dropout draws continued"
+
+    def logged(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k != "epoch_time_s"}
+
+    assert [logged(r) for r in a["history"]] == [logged(r) for r in b["history"]]
+    wa, wb = (keras.saving.load_model(r / "epoch_0002.keras").get_weights() for r in (whole, parts))
+    for x, y in zip(wa, wb):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_augmentation_on_the_accelerator_trains_and_saves_the_plain_network(toy_hdf5_dir, tiny_model, tmp_path):
+    import keras
+
+    from prnet_keras.train.trainer import train
+
+    out = train({"train": {"hdf5dir": str(toy_hdf5_dir), "model": str(tiny_model), "batchsize": 4, "epochs": 2,
+                           "steps_per_epoch": 2, "augment_on_device": True, "sample_weights": "yaw_balanced",
+                           "output": str(tmp_path / "run"), "verbose": 0}})
+    state = json.loads((out / "run_state.json").read_text())
+    assert state["completed_epochs"] == 2 and state["optimizer_iterations"] == 4
+    assert all(np.isfinite(row[k]) for row in state["history"][1:] for k in ("loss", "nme", "val_loss"))
+    model = keras.saving.load_model(out / "best_nme.keras")
+    assert model.input_shape == (None, 256, 256, 3) and model.output_shape == (None, 256, 256, 3)
+    assert int(model.optimizer.iterations) > 0
