@@ -118,7 +118,8 @@ def restore_rng_state(model: keras.Model, saved: list[list[Any]] | None) -> None
     if not saved:
         return
     variables = [v for v in model.variables if v.path.endswith("seed_generator_state")]
-    if len(variables) != len(saved) or any(int(np.prod(v.shape)) != len(vals) for v, (_, vals) in zip(variables, saved)):
+    sizes = [int(np.prod(v.shape)) for v in variables]
+    if sizes != [len(values) for _, values in saved]:
         raise InputError(f"run_state.json: {len(saved)} recorded random-generator states do not fit this model's "
                          f"{len(variables)}")
     for v, (_, values) in zip(variables, saved):

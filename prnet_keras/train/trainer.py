@@ -386,7 +386,8 @@ def _train(cfg: dict, plan: DistributionPlan, run_dir: Path, initial_epoch: int,
     _log(f"{'resuming after epoch ' + str(initial_epoch) if resuming else 'starting at epoch ' + str(initial_epoch)}"
          f" of {t['epochs']}: {train_ds.n_samples} training samples, {len(train_ds)} batches/epoch"
          f"{', ' + str(val_ds.n_samples) + ' validation samples' if val_ds else ''}; {plan.detail}"
-         + ("" if plan.is_chief else f"; process {plan.worker_index} of {plan.workers}, the chief writes the run folder"))
+         + ("" if plan.is_chief else
+            f"; process {plan.worker_index} of {plan.workers}, the chief writes the run folder"))
     with precision_policy(t["mixed_precision"]):
         model, network = _build_and_restore(cfg, plan, layout, run_dir, state, resuming)
         # fit runs outside the strategy scope: a variable made there (Keras' saving makes

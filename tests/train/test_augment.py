@@ -184,8 +184,9 @@ def test_noise_texture_is_the_hashed_grid_resized():
         iy, wy = noise_coordinates(np.arange(37)[:, None, None], grain)
         ix, wx = noise_coordinates(np.arange(53)[None, :, None], grain)
         c = np.arange(3)[None, None, :]
-        top = noise_value(np.int32(777), iy, ix, c) * (1 - wx) + noise_value(np.int32(777), iy, ix + 1, c) * wx
-        bottom = noise_value(np.int32(777), iy + 1, ix, c) * (1 - wx) + noise_value(np.int32(777), iy + 1, ix + 1, c) * wx
+        seed = np.int32(777)
+        top = noise_value(seed, iy, ix, c) * (1 - wx) + noise_value(seed, iy, ix + 1, c) * wx
+        bottom = noise_value(seed, iy + 1, ix, c) * (1 - wx) + noise_value(seed, iy + 1, ix + 1, c) * wx
         np.testing.assert_allclose(tex, top * (1 - wy) + bottom * wy, atol=1e-6)
         assert tex.shape == (37, 53, 3) and 0 <= tex.min() and tex.max() <= 1
     assert 0.45 < noise_texture(1, 1, 64, 64).mean() < 0.55

@@ -161,7 +161,8 @@ def test_two_workers_split_every_batch_and_resume_after_kill9(toy_hdf5_dir, tiny
     state = json.loads((run / "run_state.json").read_text())
     assert [h["epoch"] for h in state["history"]] == list(range(7)) and state["completed_epochs"] == 6
     assert [r["start_epoch"] for r in state["runs"]] == [0, k]
-    assert state["runs"][1]["distribution"]["kind"] == "multi_worker" and state["runs"][1]["distribution"]["workers"] == 2
+    assert state["runs"][1]["distribution"]["kind"] == "multi_worker"
+    assert state["runs"][1]["distribution"]["workers"] == 2
     assert state["optimizer_iterations"] == 6 * 4
     assert {p.name for p in run.iterdir()} == CHIEF_FILES
     seen, sizes = trained_records(tmp_path / "seen2")
@@ -175,7 +176,8 @@ def test_slurm_step_becomes_a_tf_config():
     from prnet_keras.errors import InputError
     from prnet_keras.train.distribute import expand_hostlist, expand_tasks_per_node, slurm_tf_config
 
-    assert expand_hostlist("n[01-03,07],gpu-a[9-10],login") == ["n01", "n02", "n03", "n07", "gpu-a9", "gpu-a10", "login"]
+    assert expand_hostlist("n[01-03,07],gpu-a[9-10],login") == ["n01", "n02", "n03", "n07", "gpu-a9", "gpu-a10",
+                                                                 "login"]
     assert expand_tasks_per_node("2(x3),1") == [2, 2, 2, 1]
     env = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "gpu[1-2]",
            "SLURM_STEP_TASKS_PER_NODE": "2(x2)", "SLURMD_NODENAME": "gpu2"}

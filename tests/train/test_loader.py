@@ -55,7 +55,7 @@ def test_process_workers_give_the_thread_batches_and_leave_nothing(toy_hdf5_dir)
     threads = AugmentedDataset(files, batch_size=4, seed=3, workers=2)
     procs = AugmentedDataset(files, batch_size=4, seed=3, workers=2, use_multiprocessing=True)
     adapter = PyDatasetAdapter(procs)  # Keras' own iteration, as fit drives it
-    for epoch in range(2):
+    for _ in range(2):
         adapter.on_epoch_begin()
         got = list(adapter.get_numpy_iterator())
         adapter.on_epoch_end()
@@ -131,8 +131,8 @@ def test_worker_errors_reach_the_caller_and_held_batches_are_never_overwritten(t
 
     path = tmp_path / "bad.hdf5"
     write_toy(path, *toy_data, layout)
-    with h5py.File(path, "r+") as f:
-        f["crop"][5] = np.frombuffer(b"not a jpeg", np.uint8)
+    with h5py.File(path, "r+") as f:  # batch 2 (samples 4, 5) has no usable sample: an error, not a skip
+        f["crop"][4] = f["crop"][5] = np.frombuffer(b"not a jpeg", np.uint8)
     maker = BatchMaker([path], BatchPlan(12, 2, "val"), AugmentConfig.disabled())
     with BatchLoader(maker, workers=1, processes=True, depth=1) as loader:
         held = [loader.get((0, s, 0, 1), ahead=[(0, s + 1, 0, 1)]) for s in range(2)]  # keep every batch
@@ -141,5 +141,5 @@ def test_worker_errors_reach_the_caller_and_held_batches_are_never_overwritten(t
         assert loader.inline_fallbacks > 0, "with every slot held, batches are made in the caller"
         for s, batch in zip((0, 1, 3, 4, 5), held + more):
             np.testing.assert_array_equal(batch["image"], maker.make(0, s)["image"])
-        with pytest.raises(InputError, match="crop"):  # sample 5 is in batch 2
+        with pytest.raises(InputError, match="no usable sample in batch .4, 5."):  # raised in the worker
             loader.get((0, 2, 0, 1))
