@@ -46,6 +46,7 @@ class DocCommand:
     argv: list[str]           # shell words, environment assignments removed
     env: dict[str, str] = field(default_factory=dict)
     needs: str | None = None  # what a marked command needs
+    background: bool = False  # ends with ``&``: runs while the block's next commands run
 
 
 def shell_blocks(text: str) -> list[tuple[int, list[str]]]:
@@ -82,14 +83,17 @@ def commands_of_block(page: str, first_line: int, lines: list[str]) -> list[DocC
         line = line[2:] if line.startswith("$ ") else line
         for part in re.split(r"\s&&\s|\s;\s", line):
             words = shlex.split(part, comments=True)
+            background = bool(words) and words[-1] == "&"
+            words = words[:-1] if background else words
             env = {}
             while words and ENV_ASSIGNMENT.match(words[0]):
                 key, _, value = words.pop(0).partition("=")
                 env[key] = value
             if words:
                 text = part.split(" #", 1)[0].strip()
+                text = text[:-1].rstrip() if background else text
                 out.append(DocCommand(page, lineno, text, words, env,
-                                      needs.group(1) if needs else block_needs))
+                                      needs.group(1) if needs else block_needs, background))
     return out
 
 
@@ -167,10 +171,26 @@ def _set(argv: list[str], flag: str, value: str) -> list[str]:
     return argv + [flag, value]
 
 
+LOOPBACK = re.compile(r"127\.0\.0\.1:(\d+)")
+
+
+def free_loopback_ports(env: dict[str, str], chosen: dict[str, int]) -> dict[str, str]:
+    """Environment values with every ``127.0.0.1:PORT`` (a ``TF_CONFIG`` cluster) moved to a port
+    that is free now; ``chosen`` keeps one choice per written port across a page's commands."""
+    def swap(m: re.Match) -> str:
+        if m.group(1) not in chosen:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                chosen[m.group(1)] = s.getsockname()[1]
+        return f"127.0.0.1:{chosen[m.group(1)]}"
+    return {k: LOOPBACK.sub(swap, v) for k, v in env.items()}
+
+
 def scale_down(argv: list[str], help_text: str, server_port: int | None) -> list[str]:
     """The changes to a command as written: 2 workers, small build chunks, few synthetic images,
     1 step per epoch, clients pointed at the server started before them (servers get a free
-    port in ``Server``)."""
+    port in ``Server``; loopback clusters in the environment, free ports in
+    :func:`free_loopback_ports`)."""
     if "--workers" in help_text:
         argv = _set(argv, "--workers", "2")
     if "--commit-every" in help_text:  # tiny inputs in several chunks, so 2 workers really share them
@@ -203,6 +223,22 @@ def run(argv: list[str], cwd: Path, env: dict, timeout: float = TIMEOUT_S) -> tu
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return None, out
+
+
+def start(argv: list[str], cwd: Path, env: dict) -> subprocess.Popen:
+    """A background command (``… &``), in its own process group."""
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
+    """Wait for a background command as the block's ``wait`` does, killing it (group and all) on timeout."""
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return None, proc.communicate()[0]
 
 
 def opens_windows(argv: list[str]) -> bool:
@@ -304,6 +340,20 @@ def _is_server(cmd: DocCommand) -> bool:
 def test_page_commands(page: Path, workspace, request):
     cwd, env, ran, failures, server = workspace["cwd"], workspace["env"], workspace["ran"], [], None
     commands = [c for c in doc_commands(page) if classify(c.argv)[0] != "other"]
+    background: list[tuple[str, list[str], float, subprocess.Popen]] = []  # (where, argv, start, process)
+    ports: dict[str, int] = {}
+
+    def wait_background() -> None:
+        while background:
+            where, argv, t0, proc = background.pop(0)
+            code, out = finish(proc)
+            status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
+            if code != 0:
+                failures.append(f"{where}\n  ran in the background: {' '.join(argv)}\n  {status}; output tail:\n"
+                                f"{out[-2500:]}")
+            _report(request, f"docs: {'ok' if code == 0 else 'FAILED'} {time.monotonic() - t0:5.1f} s  {where}"
+                             "  (in the background)")
+
     try:
         for i, cmd in enumerate(commands):
             kind, what = classify(cmd.argv)
@@ -314,7 +364,7 @@ def test_page_commands(page: Path, workspace, request):
                 _report(request, f"docs: not run: {where}  ({what if kind == 'skip' else 'needs ' + cmd.needs})")
                 continue
             argv = scale_down(list(what), help_text(what, env), server.port if server else None)
-            key = tuple(argv)
+            key = (*argv, *sorted(cmd.env.items()))  # same words in another environment: another command
             # the same command already ran (the README's quickstart repeated on a page); a server
             # is started again unless the next command starts another one
             if key in ran and not (_is_server(cmd) and not all(map(_is_server, commands[i + 1:i + 2]))):
@@ -322,6 +372,10 @@ def test_page_commands(page: Path, workspace, request):
                 continue
             made = materialise(argv, cwd, workspace["makers"])
             t0 = time.monotonic()
+            cmd_env = dict(env, **free_loopback_ports(cmd.env, ports))
+            if cmd.background:
+                background.append((where, argv, t0, start(argv, cwd, cmd_env)))
+                continue
             if _is_server(cmd):
                 problem = server.stop() if server else None
                 if problem:
@@ -338,7 +392,7 @@ def test_page_commands(page: Path, workspace, request):
                 code, out = run_in_x(argv, cwd, dict(env, **cmd.env), xserver)
                 status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
             else:
-                code, out = run(argv, cwd, dict(env, **cmd.env))
+                code, out = run(argv, cwd, cmd_env)
                 status = f"timed out after {TIMEOUT_S} s (a hang?)" if code is None else f"exit status {code}"
             took = time.monotonic() - t0
             if code == 0:
@@ -348,7 +402,12 @@ def test_page_commands(page: Path, workspace, request):
                                 f"  {status}; output tail:\n{out[-2500:]}")
             note = f"  (port {server.port}, up until the page's next server or its end)" if _is_server(cmd) else ""
             _report(request, f"docs: {'ok' if code == 0 else 'FAILED'} {took:5.1f} s  {where}{note}")
+            wait_background()  # the block's ``wait``: a command started with ``&`` ends with the next one
+        wait_background()
     finally:
+        for _, _, _, proc in background:  # a failure above left them running
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
         problem = server.stop() if server else None
         if problem:
             failures.append(f"{page.name}: server stop: {problem}")
@@ -383,3 +442,16 @@ def test_scale_down_is_visible_and_limited():
                     "--steps-per-epoch", "1", "--validation-steps", "1"]
     predict = ["prnet-predict", "--image", "a.jpg"]
     assert scale_down(list(predict), "--image --model", None) == predict
+
+
+def test_background_commands_and_loopback_clusters():
+    block = ["T='{\"w\": [\"127.0.0.1:12345\", \"127.0.0.1:12346\"]}' prnet-train --hdf5dir d &",
+             "prnet-train --hdf5dir e"]
+    first, second = commands_of_block("p.md", 1, block)
+    assert first.background and first.argv == ["prnet-train", "--hdf5dir", "d"] and not first.text.endswith("&")
+    assert not second.background
+    chosen: dict[str, int] = {}
+    moved = free_loopback_ports(first.env, chosen)["T"]
+    ports = [int(p) for p in LOOPBACK.findall(moved)]
+    assert len(set(ports)) == 2 and not {12345, 12346} & set(ports)
+    assert free_loopback_ports(first.env, chosen)["T"] == moved  # one choice per written port
