@@ -35,13 +35,20 @@ import numpy as np
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 
-try:  # ISA-L inflate: ~1.7x faster than zlib on the position-map chunks, same output
-    from isal.isal_zlib import decompress as _inflate
-    from isal.isal_zlib import error as _isal_error
+try:  # libdeflate: ~2.4x zlib and ~1.6x ISA-L on the position-map chunks, same output
+    from deflate import DeflateError, zlib_decompress
 
-    _INFLATE_ERRORS: tuple = (zlib.error, _isal_error)
-except ImportError:  # pragma: no cover - isal is in requirements.txt
+    def _inflate(data: Any, wbits: int, size: int) -> bytes:
+        return zlib_decompress(data, size)  # exactly ``size`` bytes, or DeflateError
+
+    _INFLATE_ERRORS: tuple = (zlib.error, DeflateError)
+except ImportError:  # pragma: no cover - deflate is in requirements.txt
     _inflate, _INFLATE_ERRORS = zlib.decompress, (zlib.error,)
+
+try:  # libjpeg-turbo without OpenCV's wrapper: ~15 % faster on 256² crops, decodes into the batch
+    import simplejpeg
+except ImportError:  # pragma: no cover - simplejpeg is in requirements.txt
+    simplejpeg = None
 
 try:  # h5py's global lock: every HDF5 call from threads must hold it
     from h5py._objects import phil as _PHIL
@@ -150,14 +157,35 @@ _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10: decodes 
 _CV_FP16 = hasattr(cv2, "convertFp16")
 
 
-def decode_crop(value: np.ndarray) -> np.ndarray:
-    """Stored crop (JPEG bytes or raw array) -> (R, R, 3) uint8 RGB."""
-    if value.ndim == 1:
+def decode_crop(value: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Stored crop (JPEG bytes or raw array) -> (R, R, 3) uint8 RGB, into ``out`` if given.
+
+    A stored JPEG that does not decode completely is an :class:`InputError` (a training sample
+    is then skipped, never learnt half grey).
+    """
+    if value.ndim != 1:
+        if out is None:
+            return value
+        out[...] = value
+        return out
+    if simplejpeg is not None:
+        try:
+            if out is not None and out.flags.c_contiguous and out.dtype == np.uint8 and out.ndim == 3:
+                h, w, _, _ = simplejpeg.decode_jpeg_header(value)
+                if (h, w, 3) == out.shape:
+                    return simplejpeg.decode_jpeg(value, colorspace="RGB", buffer=out)
+            img = simplejpeg.decode_jpeg(value, colorspace="RGB")
+        except ValueError as exc:
+            raise InputError(f"crop: stored JPEG bytes do not decode ({exc})") from None
+    else:
         img = cv2.imdecode(value, cv2.IMREAD_COLOR if _IMREAD_RGB is None else _IMREAD_RGB)
         if img is None:
             raise InputError("crop: stored JPEG bytes do not decode")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if _IMREAD_RGB is None else img
-    return value
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if _IMREAD_RGB is None else img
+    if out is None:
+        return img
+    out[...] = img
+    return out
 
 
 _TLS = threading.local()
@@ -196,7 +224,7 @@ def read_chunk_into(dset: h5py.Dataset, j: int, out: np.ndarray, mode: str = "de
                     layout: tuple[np.dtype, tuple[int, ...]] | None = None) -> None:
     """``out[...] = dset[j]`` for a :func:`_fast_chunks` dataset, bypassing h5py's filter pipeline.
 
-    Reads the stored chunk; "deflate" chunks are inflated (ISA-L) and un-shuffled, "plain"
+    Reads the stored chunk; "deflate" chunks are inflated (libdeflate) and un-shuffled, "plain"
     ones used as they are; converts once into ``out``. Bit-identical to h5py. Falls back to
     h5py when the chunk skipped a filter, does not inflate or has an unexpected size.
     ``layout``: the dataset's (dtype, shape), when the caller has them (each h5py property
@@ -460,7 +488,7 @@ class PositionMapDataset:
             if crop_mode:
                 read_chunk_into(crop, j, image, crop_mode, crop_layout)
             else:
-                image[...] = decode_crop(crop[j] if stored is None else stored)
+                decode_crop(crop[j] if stored is None else stored, out=image)
             if map_mode:
                 read_chunk_into(pmap, j, position_map, map_mode, map_layout)
             else:

@@ -251,6 +251,36 @@ def _warp_labels_kernel(pm, m, scales, factor, out):
                     out[b, i, j, 2] = z * sz
 
 
+# float16 bit pattern -> float32 value (256 kB: stays in cache while a batch is converted).
+_HALF_TO_FLOAT = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _warp_label_planes_kernel(planes, table, m, scales, factor, out):
+    # As _warp_labels_kernel, reading float16 maps stored as their two byte planes (HDF5's
+    # shuffled layout): un-shuffle, widen and warp in one pass, same float64 arithmetic.
+    n = out.shape[1] * out.shape[2] * 3
+    for b in range(out.shape[0]):
+        lo = planes[b, 0].reshape(n)
+        hi = planes[b, 1].reshape(n)
+        dst = out[b].reshape(n)
+        m00, m01, m02 = m[b, 0, 0], m[b, 0, 1], m[b, 0, 2]
+        m10, m11, m12 = m[b, 1, 0], m[b, 1, 1], m[b, 1, 2]
+        sz = scales[b] * factor
+        for k in range(0, n, 3):
+            x = table[np.int32(lo[k]) | (np.int32(hi[k]) << 8)]
+            y = table[np.int32(lo[k + 1]) | (np.int32(hi[k + 1]) << 8)]
+            z = table[np.int32(lo[k + 2]) | (np.int32(hi[k + 2]) << 8)]
+            if x == 0.0 and y == 0.0 and z == 0.0:
+                dst[k] = 0.0
+                dst[k + 1] = 0.0
+                dst[k + 2] = 0.0
+            else:
+                dst[k] = (m00 * x + m01 * y + m02) * factor
+                dst[k + 1] = (m10 * x + m11 * y + m12) * factor
+                dst[k + 2] = z * sz
+
+
 @njit(cache=True, nogil=True)
 def _scale_colors_kernel(images, colors, out):
     # uint8 -> float32 in [0, 1] with per-channel factors, clipped: one pass.
@@ -271,7 +301,20 @@ def warp_position_maps(position_maps: np.ndarray, matrices: np.ndarray, scales: 
     network's label). The UV grid is untouched and uncovered pixels (all channels 0) stay
     0. Returns a new float32 array, writes into ``out`` (float32, C-contiguous), or with
     ``inplace`` into ``position_maps`` when it is C-contiguous float32.
+
+    ``position_maps`` may also be float16 maps as uint8 byte planes (B, 2, R, R, 3) (low
+    bytes, then high bytes: how deflated HDF5 files store them); they are widened in the same
+    pass, with the result of widening first (``inplace`` does not apply).
     """
+    if position_maps.dtype == np.uint8:
+        planes = np.ascontiguousarray(position_maps)
+        if planes.ndim != 5 or planes.shape[1] != 2:
+            raise ValueError(f"byte-plane position maps: expected (B, 2, R, R, 3), got {planes.shape}")
+        if out is None:
+            out = np.empty((planes.shape[0], *planes.shape[2:]), np.float32)
+        _warp_label_planes_kernel(planes, _HALF_TO_FLOAT, np.ascontiguousarray(matrices, np.float64),
+                                  np.asarray(scales, np.float64), np.float64(factor), out)
+        return out
     pm = np.ascontiguousarray(position_maps, dtype=np.float32)
     if out is None:
         out = pm if inplace and pm is position_maps else np.empty_like(pm)
@@ -353,7 +396,8 @@ def apply_params(images: np.ndarray, position_maps: np.ndarray, params: AugmentP
                  out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Augment one batch with given parameters.
 
-    images (B, R, R, 3) uint8 RGB crops; position_maps (B, R, R, 3) float32 crop px.
+    images (B, R, R, 3) uint8 RGB crops; position_maps (B, R, R, 3) float32 crop px (or
+    float16 byte planes, see :func:`warp_position_maps`).
     Returns images float32 in [0, 1] and position maps float32 in crop px × ``label_factor``
     (pass 1 / LABEL_SCALE for network labels). ``overwrite_maps`` lets the labels reuse
     ``position_maps``' memory (the caller owns it); ``out`` = (image, label) float32 arrays

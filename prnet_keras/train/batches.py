@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit
 
 from prnet_keras import LABEL_SCALE
 from prnet_keras.errors import InputError, PRNetError
@@ -270,10 +271,13 @@ class BatchMaker:
                 out[key][...] = params[key]
         else:
             images = _scratch("image", (n, r, r, 3), np.uint8)
-            rows = self._read_checked(idx, perturb, images, out["label"])
+            shape, dtype = self.map_field(n) if train else ((), None)
+            # Deflated float16 maps stay byte planes until the label warp widens them (one pass, not three).
+            maps = _scratch("planes", shape, dtype) if dtype == np.uint8 else out["label"]
+            rows = self._read_checked(idx, perturb, images, maps)
             if train:
                 params = sample_params_per_sample(self.augment, rngs, r)
-                apply_params(images, out["label"], params, 1.0 / LABEL_SCALE, out=(out["image"], out["label"]))
+                apply_params(images, maps, params, 1.0 / LABEL_SCALE, out=(out["image"], out["label"]))
             else:
                 np.multiply(images, np.float32(1.0 / 255.0), out=out["image"])
                 np.multiply(out["label"], np.float32(1.0 / LABEL_SCALE), out=out["label"])
@@ -346,10 +350,23 @@ class BatchMaker:
 NON_FINITE = "position_map holds NaN or infinite values"
 
 
+@njit(cache=True, nogil=True)
+def _finite_planes(planes):
+    # float16 byte planes (B, 2, ...): a value is inf or NaN when its exponent bits (0x7C of the
+    # high byte) are all ones. One pass, no temporaries; counting (no early exit) vectorises.
+    b_count = planes.shape[0]
+    high = planes.reshape(b_count, 2, -1)
+    ok = np.ones(b_count, np.bool_)
+    for b in range(b_count):
+        hits = 0
+        for k in range(high.shape[2]):
+            hits += (high[b, 1, k] & 0x7C) == 0x7C
+        ok[b] = hits == 0
+    return ok
+
+
 def _finite_rows(maps: np.ndarray) -> np.ndarray:
-    """(B,) whether each map is finite: float values, or float16 byte planes (B, 2, ...) whose
-    high bytes carry the exponent (all ones: inf or NaN)."""
+    """(B,) whether each map is finite: float values, or float16 byte planes (B, 2, ...)."""
     if maps.dtype == np.uint8:
-        high = maps[:, 1].reshape(len(maps), -1)
-        return ~np.any((high & 0x7C) == 0x7C, axis=1)
+        return _finite_planes(np.ascontiguousarray(maps))
     return np.isfinite(np.add.reduce(maps.reshape(len(maps), -1), axis=1, dtype=np.float32))

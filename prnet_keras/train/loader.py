@@ -4,7 +4,7 @@
 for keys ``(epoch, step, shard, num_shards)``:
 
 - ``workers=1``: in the calling thread.
-- threads: a thread pool; OpenCV, numba, ISA-L and the JPEG decoder release the GIL.
+- threads: a thread pool; OpenCV, numba, libdeflate and the JPEG decoder release the GIL.
 - processes: persistent spawned processes (no TensorFlow in them) that decode and augment
   **straight into a ring of shared batch buffers**; only a slot number and a sample count
   travel back, never the 256×256×3 arrays. The buffers live in one anonymous memory file

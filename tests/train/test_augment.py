@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from prnet_keras import LABEL_SCALE
 from prnet_keras.errors import InputError
 from prnet_keras.train.augment import (
     AugmentConfig, AugmentParams, affine_matrices, apply_params, augment_batch, sample_params, warp_position_maps,
@@ -145,7 +146,6 @@ def test_device_augmentation_matches_the_cpu_for_the_same_parameters(toy_data):
     """keras.ops augmentation (inside the train step) vs OpenCV/numba on the CPU, same draws."""
     import keras
 
-    from prnet_keras import LABEL_SCALE
     from prnet_keras.train.device_augment import augment_images, augment_labels
 
     images, maps = toy_data[0][:8], toy_data[1][:8]
@@ -191,3 +191,18 @@ def test_noise_texture_is_the_hashed_grid_resized():
         assert tex.shape == (37, 53, 3) and 0 <= tex.min() and tex.max() <= 1
     assert 0.45 < noise_texture(1, 1, 64, 64).mean() < 0.55
     assert not np.allclose(noise_texture(1, 4, 20, 20), noise_texture(2, 4, 20, 20))
+
+
+def test_byte_plane_maps_warp_exactly_like_widened_maps(toy_data):
+    """Deflated float16 maps are warped from their byte planes: same float32 labels, bit for bit."""
+    maps = toy_data[1][:4].astype(np.float16)
+    maps[0, :3] = 0            # uncovered UV rows stay 0
+    maps[1, 5, 5] = [0, -2.5, 0]  # a zero coordinate alone is not "uncovered"
+    maps[2, 7, 7] = [6e-5, 1e-7, 65504]  # subnormal, smallest, largest float16
+    planes = np.ascontiguousarray(np.moveaxis(maps.view(np.uint8).reshape(*maps.shape, 2), -1, 1))
+    assert planes.shape == (4, 2, 256, 256, 3)
+    p = sample_params(AugmentConfig(), 4, np.random.default_rng(3))
+    want = warp_position_maps(maps.astype(np.float32), p.matrices, p.scales, 1 / LABEL_SCALE)
+    got = warp_position_maps(planes, p.matrices, p.scales, 1 / LABEL_SCALE)
+    np.testing.assert_array_equal(got, want)
+    assert np.all(got[0, :3] == 0) and got[1, 5, 5, 0] != 0
