@@ -173,7 +173,8 @@ def decode_crop(value: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             if out is not None and out.flags.c_contiguous and out.dtype == np.uint8 and out.ndim == 3:
                 h, w, _, _ = simplejpeg.decode_jpeg_header(value)
                 if (h, w, 3) == out.shape:
-                    return simplejpeg.decode_jpeg(value, colorspace="RGB", buffer=out)
+                    simplejpeg.decode_jpeg(value, colorspace="RGB", buffer=out)
+                    return out
             img = simplejpeg.decode_jpeg(value, colorspace="RGB")
         except ValueError as exc:
             raise InputError(f"crop: stored JPEG bytes do not decode ({exc})") from None

@@ -1,5 +1,5 @@
-"""The fast row reads (direct chunk read + ISA-L inflate or plain chunks + OpenCV unshuffle/convert)
-equal h5py bit for bit."""
+"""The fast row reads (direct chunk read + libdeflate inflate or plain chunks + OpenCV unshuffle/convert,
+JPEG crops through simplejpeg) equal h5py and OpenCV bit for bit."""
 
 from __future__ import annotations
 
@@ -128,3 +128,32 @@ def test_read_chunk_into_special_values_and_bad_chunk(tmp_path):
         assert not _fast_chunks(g)
         assert not _fast_chunks(f.create_dataset("h", data=np.stack(rows), chunks=(1, 4, 8, 3), shuffle=True,
                                                  compression="gzip"))
+
+
+@pytest.mark.parametrize("decoder", ["simplejpeg", "opencv"])
+def test_stored_jpeg_crops_decode_like_opencv(crops_files, decoder, monkeypatch):
+    """Both crop decoders give OpenCV's RGB pixels (into the caller's array too); a truncated or
+    garbage JPEG is an InputError, so a training sample is skipped rather than learnt half decoded."""
+    import cv2
+
+    from prnet_keras.data import hdf5
+    from prnet_keras.errors import InputError
+
+    if decoder == "opencv":
+        monkeypatch.setattr(hdf5, "simplejpeg", None)
+    else:
+        assert hdf5.simplejpeg is not None, "simplejpeg is a dependency"
+    with h5py.File(crops_files[("jpeg", "gzip")]) as f:
+        stored = [f["crop"][i] for i in range(3)]
+    for value in stored:
+        want = cv2.cvtColor(cv2.imdecode(value, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(hdf5.decode_crop(value), want)
+        out = np.zeros_like(want)
+        assert hdf5.decode_crop(value, out=out) is out
+        np.testing.assert_array_equal(out, want)
+    bad = [np.frombuffer(b"\xff\xd8\xff\xe0 not a jpeg", np.uint8)]
+    if decoder == "simplejpeg":  # OpenCV decodes a cut-off JPEG with a grey bottom and no error
+        bad.append(stored[0][: stored[0].size // 2])
+    for value in bad:
+        with pytest.raises(InputError, match="do not decode"):
+            hdf5.decode_crop(value)
