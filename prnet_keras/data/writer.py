@@ -16,9 +16,8 @@ import cv2
 import h5py
 import numpy as np
 
-from prnet_keras.data.hdf5 import (
-    _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema, check_compression, per_sample_chunks,
-)
+from prnet_keras.data.chunks import per_sample_chunks
+from prnet_keras.data.hdf5 import _STR, FORMAT, FORMAT_VERSION, GZIP_LEVEL, _schema, check_compression
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import UVLayout
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from prnet_keras.data.build import build_hdf5
-from prnet_keras.data.hdf5 import PositionMapDataset, _fast_chunks, read_chunk_into
+from prnet_keras.data.chunks import fast_chunks, read_chunk_into
+from prnet_keras.data.hdf5 import PositionMapDataset
 
 
 def _bits(batch: dict) -> dict:
@@ -96,9 +97,9 @@ def test_unfiltered_foreign_file_reads_plain(crops_files, tmp_path):
         data = f["position_map"][:]
         del f["position_map"]
         f.create_dataset("position_map", data=data, chunks=(1,) + data.shape[1:])  # no filters
-        assert _fast_chunks(f["position_map"]) == "plain"
+        assert fast_chunks(f["position_map"]) == "plain"
         f.create_dataset("other", data=data[:, :4], chunks=(1, 4, 256, 3), fletcher32=True)
-        assert _fast_chunks(f["other"]) is None  # a filter the fast path does not know
+        assert fast_chunks(f["other"]) is None  # a filter the fast path does not know
     ds = PositionMapDataset(dst)
     ref = PositionMapDataset(src)
     ref._fast_read = False
@@ -115,7 +116,7 @@ def test_read_chunk_into_special_values_and_bad_chunk(tmp_path):
     rows[1].reshape(-1)[: special.size] = special  # inf, NaNs incl. signalling ones, subnormals, -0
     with h5py.File(tmp_path / "t.hdf5", "w") as f:
         d = f.create_dataset("m", data=np.stack(rows), chunks=(1, 8, 8, 3), shuffle=True, compression="gzip")
-        assert _fast_chunks(d)
+        assert fast_chunks(d)
         for j in range(3):
             out = np.empty((8, 8, 3), np.float32)
             read_chunk_into(d, j, out)
@@ -125,8 +126,8 @@ def test_read_chunk_into_special_values_and_bad_chunk(tmp_path):
         with pytest.raises(OSError):
             read_chunk_into(d, 2, np.empty((8, 8, 3), np.float32))
         g = f.create_dataset("g", data=np.stack(rows), chunks=(1, 8, 8, 3), compression="gzip")  # no shuffle
-        assert not _fast_chunks(g)
-        assert not _fast_chunks(f.create_dataset("h", data=np.stack(rows), chunks=(1, 4, 8, 3), shuffle=True,
+        assert not fast_chunks(g)
+        assert not fast_chunks(f.create_dataset("h", data=np.stack(rows), chunks=(1, 4, 8, 3), shuffle=True,
                                                  compression="gzip"))
 
 
@@ -136,7 +137,7 @@ def test_stored_jpeg_crops_decode_like_opencv(crops_files, decoder, monkeypatch)
     garbage JPEG is an InputError, so a training sample is skipped rather than learnt half decoded."""
     import cv2
 
-    from prnet_keras.data import hdf5
+    from prnet_keras.data import chunks as hdf5
     from prnet_keras.errors import InputError
 
     if decoder == "opencv":
