@@ -176,3 +176,14 @@ def test_setup_installs_the_chosen_tensorflow(gpu, tmp_path):
     log.unlink()
     r = subprocess.run(setup, env={**env, "GPU": other}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and not log.exists(), r.stdout + r.stderr
+
+
+def test_readme_names_the_system_packages_the_setup_installs():
+    """The README's apt-get line (for users without root) lists what scripts/setup.sh installs."""
+    import re
+
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    wanted = re.search(r'^SYSTEM_PACKAGES="([^"]+)"', setup, re.M).group(1).split()
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"sudo apt-get install -y ([^`]+)`", readme).group(1).split()
+    assert sorted(shown) == sorted(wanted)
