@@ -167,6 +167,18 @@ def missing_package_message(exc: ModuleNotFoundError) -> str:
     return f"a required package is missing ({exc}); reinstall prnet-keras (pip install prnet-keras)"
 
 
+def run_parsed(parser: argparse.ArgumentParser, argv: Any, body: Callable[[argparse.Namespace], int],
+               interrupted: Callable[[argparse.Namespace], str]) -> int:
+    """Parse ``argv`` and :func:`run_cli` ``body(args)``, returning instead of exiting: --help
+    gives 0 and a flag error (already printed, e.g. by :class:`OneLineErrorParser`) its code.
+    ``interrupted(args)`` is the Ctrl-C message (it may name an output the flags chose)."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return run_cli(lambda: body(args), interrupted(args))
+
+
 def run_cli(body: Callable[[], int], interrupted: str) -> int:
     """Run a CLI body; a user error becomes one ``error: ...`` line (exit 2), Ctrl-C exits 130;
     a :class:`~prnet_keras.errors.PRNetWarning` is one ``warning: ...`` line.

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_cli
+from prnet_keras.cli import NO_PROGRESS_HELP, OneLineErrorParser, cli_parser, run_parsed
 from prnet_keras.data.images import MAX_IMAGE_PIXELS
 from prnet_keras.errors import InputError, PRNetError
 
@@ -294,11 +294,8 @@ def predictor_for(args: argparse.Namespace, opts: dict[str, Any], crop: Any, det
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a flag error (2, already printed)
-        return int(exc.code or 0)
-    return run_cli(lambda: _run(args), f"interrupted: the files written so far stay in {args.output}")
+    return run_parsed(build_parser(), argv, _run,
+                      lambda args: f"interrupted: the files written so far stay in {args.output}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from prnet_keras.cli import OneLineErrorParser, cli_parser, run_cli
+from prnet_keras.cli import OneLineErrorParser, cli_parser, run_parsed
 from prnet_keras.errors import InputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -136,11 +136,7 @@ def write_extras(output: Path, result: Any) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a flag error (2, already printed)
-        return int(exc.code or 0)
-    return run_cli(lambda: _run(args), f"interrupted: nothing was written to {args.output}")
+    return run_parsed(build_parser(), argv, _run, lambda args: f"interrupted: nothing was written to {args.output}")
 
 
 def _run(args: argparse.Namespace) -> int:

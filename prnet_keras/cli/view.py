@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from prnet_keras.cli import OneLineErrorParser, cli_parser, run_cli
+from prnet_keras.cli import OneLineErrorParser, cli_parser, run_parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a flag error (2, already printed)
-        return int(exc.code or 0)
-    return run_cli(lambda: _run(args), "interrupted: viewer closed")
+    return run_parsed(build_parser(), argv, _run, lambda args: "interrupted: viewer closed")
 
 
 def _run(args: argparse.Namespace) -> int:
