@@ -345,26 +345,25 @@ async function swapWith(file) {
 }
 
 // ---- events ---------------------------------------------------------------------------------------
-function wire() {
-  const drop = $("drop");
-  $("file").addEventListener("change", (e) => reconstruct(e.target.files[0]));
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
+// A drop zone: highlighted while a file is dragged over it, onDrop(files) when one is dropped.
+function dropZone(zone, onDrop) {
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
     e.preventDefault();
-    drop.classList.remove("over");
-    if (e.dataTransfer.files.length) reconstruct(e.dataTransfer.files[0]);
+    zone.classList.remove("over");
+    onDrop(e.dataTransfer.files);
   });
+}
+
+function wire() {
+  $("file").addEventListener("change", (e) => reconstruct(e.target.files[0]));
+  dropZone($("drop"), (files) => { if (files.length) reconstruct(files[0]); });
   $("face").addEventListener("change", (e) => showFace(Number(e.target.value)));
-  const refdrop = $("refdrop");
   $("reffile").addEventListener("change", (e) => swapWith(e.target.files[0]));
-  refdrop.addEventListener("dragover", (e) => { e.preventDefault(); refdrop.classList.add("over"); });
-  refdrop.addEventListener("dragleave", () => refdrop.classList.remove("over"));
-  refdrop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    refdrop.classList.remove("over");
+  dropZone($("refdrop"), (files) => {
     if (!state.file) { setSwap("Choose the photo to edit above first.", "error"); return; }
-    if (e.dataTransfer.files.length) swapWith(e.dataTransfer.files[0]);
+    if (files.length) swapWith(files[0]);
   });
   for (const id of ["region", "colortransfer"]) $(id).addEventListener("change", () => swapWith(null));
   $("swapbtn").addEventListener("click", () => swapWith(null));
