@@ -212,33 +212,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(argv: list[str], cwd: Path, env: dict, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
-    """Run in a new process group; on timeout the whole group (spawned workers too) is killed."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return proc.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return None, out
-
-
 def start(argv: list[str], cwd: Path, env: dict) -> subprocess.Popen:
-    """A background command (``… &``), in its own process group."""
+    """A command in its own process group (``… &`` commands stay there while the next ones run)."""
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
-    """Wait for a background command as the block's ``wait`` does, killing it (group and all) on timeout."""
+    """(exit status, output) of a started command; on timeout (status None) the whole group, spawned
+    workers too, is killed."""
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return None, proc.communicate()[0]
+
+
+def run(argv: list[str], cwd: Path, env: dict, timeout: float = TIMEOUT_S) -> tuple[int | None, str]:
+    """Run a command to its end (see :func:`finish`)."""
+    return finish(start(argv, cwd, env), timeout)
 
 
 def opens_windows(argv: list[str]) -> bool:
