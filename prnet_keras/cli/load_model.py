@@ -275,9 +275,9 @@ def predictor_for(args: argparse.Namespace, opts: dict[str, Any], crop: Any, det
     detector are checked first (one clear line each, before the model loads)."""
     check_model_path(args.model)
     if detector != "none":
-        from prnet_keras.inference.detect import get_detector
+        from prnet_keras.inference.detect import detector_engine, get_detector
 
-        get_detector(detector, opts["min_confidence"], opts["min_face_size"])
+        get_detector(detector, opts["min_confidence"], opts["min_face_size"], detector_engine(opts["engine"]))
     if args.cpu:
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
     engine_options: dict[str, Any] = {}

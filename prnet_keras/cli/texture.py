@@ -161,9 +161,10 @@ def _run(args: argparse.Namespace) -> int:
         box_b = box_b or (None if ref is None else [0, 0, ref.shape[1] - 1, ref.shape[0] - 1])
     check_model_path(args.model)
     if opts["detector"] != "none" and (box_a is None or (ref is not None and box_b is None)):
-        from prnet_keras.inference.detect import get_detector
+        from prnet_keras.inference.detect import detector_engine, get_detector
 
-        get_detector(opts["detector"], opts["min_confidence"], opts["min_face_size"])  # unavailable: one line, now
+        # unavailable: one line, now
+        get_detector(opts["detector"], opts["min_confidence"], opts["min_face_size"], detector_engine(opts["engine"]))
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     if args.cpu:

@@ -57,7 +57,7 @@ def run_video(args: argparse.Namespace, outputs: list[str], opts: dict[str, Any]
         from prnet_keras.inference.detect import get_detector
         from prnet_keras.inference.tracking import FaceTracker
 
-        detector = get_detector(detector_name, opts["min_confidence"], opts["min_face_size"])
+        detector = get_detector(detector_name, opts["min_confidence"], opts["min_face_size"], predictor.detector_engine)
         tracker = FaceTracker(predictor, detector, redetect_every=args.redetect_every, tracking=not args.no_track,
                               smoothing=smoothing)
         log = lambda m: print(m, file=sys.stderr)  # noqa: E731

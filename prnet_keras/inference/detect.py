@@ -83,72 +83,50 @@ def _scale_pyramid(width: int, height: int, min_face_size: float, scale_factor: 
     return m * scale_factor ** np.arange(count)
 
 
-def _prepare_mtcnn(mtcnn: object, packed: bool = True) -> bool:
-    """Fix mtcnn 1.0's pyramid (see :func:`_scale_pyramid`) and run its three networks as
-    ``tf.function`` graphs instead of eager Keras calls; with ``packed``, its first stage runs
-    once on the whole pyramid packed into one canvas (``inference.pnet_packed``).
-
-    mtcnn 1.0 calls PNet eagerly once per pyramid scale: ~190 ms per 450² image on 2 cores,
-    ~70 % of it Python dispatch; one graph with a dynamic image size runs the same weights
-    in ~70 ms with identical boxes. Returns False (package left as it is) when its
-    internals are not the expected ones.
-    """
-    import mtcnn.stages.stage_pnet as stage_pnet
-
-    stages = getattr(mtcnn, "stages", None)
-    if not stages or not all(hasattr(s, "_model") for s in stages) or not hasattr(stage_pnet, "build_scale_pyramid"):
-        return False
-    import tensorflow as tf
-
-    stage_pnet.build_scale_pyramid = _scale_pyramid
-    spec = [tf.TensorSpec([None, None, None, 3], tf.float32)]
-    for stage in stages:
-        if not isinstance(stage._model, tf.types.experimental.PolymorphicFunction):
-            stage._model = tf.function(stage._model, input_signature=spec, reduce_retracing=True)
-    if packed and isinstance(stages[0], stage_pnet.StagePNet) and isinstance(getattr(mtcnn, "_stages", None), list):
-        from prnet_keras.inference.pnet_packed import packed_pnet_call
-
-        mtcnn._stages[0] = _PackedPNet(stages[0], packed_pnet_call(stages[0], _scale_pyramid))
-    return True
-
-
-class _PackedPNet:
-    """mtcnn's PNet stage run on the packed pyramid (``inference.pnet_packed``)."""
-
-    def __init__(self, stage: object, call) -> None:
-        self._stage, self._call = stage, call
-
-    def __call__(self, *args, **kwargs):
-        return self._call(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._stage, name)
-
-
 class MTCNNDetector:
-    """MTCNN (``mtcnn`` package, TensorFlow); keeps faces with confidence >= ``min_confidence``.
+    """MTCNN (``mtcnn`` package: its weights and box maths); keeps faces with confidence >= ``min_confidence``.
 
     min_face_size: smallest face searched, pixels of the input image (>= 12; larger is
     faster: the pyramid starts at 12 / min_face_size);
     max_side: images larger than this are downscaled for the search (None: never);
-    packed: run the first stage once on the packed image pyramid (same boxes within a pixel,
-    ~3x faster first stage; False: mtcnn's one call per scale).
+    engine: what runs the three networks (``inference.mtcnn_stages``): "auto" (OpenVINO when it
+    can run here, else TensorFlow graphs), "openvino", "keras" (TensorFlow graphs), or
+    "package" (mtcnn's own ``detect_faces``, eager TensorFlow: the reference, ~10x slower).
+    ``self.engine`` says which one runs.
     """
 
     def __init__(self, min_confidence: float = 0.9, min_face_size: int = 40, max_side: int | None = 1280,
-                 packed: bool = True) -> None:
+                 engine: str = "auto") -> None:
         try:
             from mtcnn import MTCNN
         except ImportError:  # pragma: no cover - listed in requirements.txt
             raise InputError("detector 'mtcnn': the mtcnn package is not installed (pip install mtcnn)") from None
         if int(min_face_size) < 12:
             raise InputError(f"min_face_size: expected >= 12 pixels (MTCNN's 12-pixel window), got {min_face_size}")
-        self._mtcnn = MTCNN()
-        self.compiled = _prepare_mtcnn(self._mtcnn, packed)
+        from prnet_keras.inference import mtcnn_stages
+
+        found = None if engine == "package" else mtcnn_stages.stage_forwards(engine)
+        if found is None:  # asked for, or the package's internals changed: its own driver
+            self._forwards, self.engine, self._mtcnn = None, "package", MTCNN()
+        else:
+            (self._forwards, self.engine), self._mtcnn = found, None
         self.min_confidence = float(min_confidence)
         self.min_face_size = int(min_face_size)
         self.max_side = max_side
-        self._lock = threading.Lock()  # the MTCNN object is not documented as thread-safe
+        self._lock = threading.Lock()  # one inference request per network: calls take turns
+
+    def _rows(self, image_rgb: np.ndarray, min_face: float) -> np.ndarray:
+        """(N, 16) rows [image id, x1, y1, x2, y2, score, 5 x, 5 y] (``mtcnn_stages.detect``)."""
+        if self._forwards is None:
+            with self._lock:
+                return self._mtcnn.detect_faces(image_rgb, box_format="xyxy", output_type="numpy",
+                                                min_face_size=min_face).reshape(-1, 16)
+        from prnet_keras.inference.mtcnn_stages import detect
+
+        h, w = image_rgb.shape[:2]
+        image = image_rgb if image_rgb.dtype == np.uint8 else np.clip(np.rint(image_rgb), 0, 255).astype(np.uint8)
+        with self._lock:
+            return detect(np.ascontiguousarray(image[..., :3]), self._forwards, _scale_pyramid(w, h, min_face, 0.709))
 
     def __call__(self, image_rgb: np.ndarray) -> list[Detection]:
         # Big photos are searched at most max_side pixels wide (the image pyramid's cost grows
@@ -157,18 +135,14 @@ class MTCNNDetector:
         min_face = self.min_face_size if scale == 1.0 else max(12.0, self.min_face_size * scale)
         if min(image_rgb.shape[:2]) < min_face:
             return []  # no face of min_face_size fits
-        with self._lock:
-            found = self._mtcnn.detect_faces(image_rgb, box_format="xyxy", min_face_size=min_face)
         out = []
-        for f in found or []:
-            score = float(f["confidence"])  # numpy floats/ints in mtcnn's results
-            if score < self.min_confidence:
+        for row in self._rows(image_rgb, min_face):
+            if row[5] < self.min_confidence:
                 continue
-            kp = f.get("keypoints") or {}
-            order = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-            lm5 = np.array([[float(v) for v in kp[k]] for k in order]) if all(k in kp for k in order) else None
-            box = np.array([float(v) for v in f["box"]], np.float64) / scale
-            out.append(Detection(box, score, "mtcnn", None, None if lm5 is None else lm5 / scale))
+            # whole pixels, as the mtcnn package reports them
+            box = np.rint(row[1:5]).astype(np.float64) / scale
+            lm5 = np.rint(np.stack([row[6:11], row[11:16]], axis=1)).astype(np.float64) / scale
+            out.append(Detection(box, float(row[5]), "mtcnn", None, lm5))
         return sorted(out, key=lambda d: -(d.score or 0.0))
 
 
@@ -261,26 +235,34 @@ class DlibDetector:
                 for r in rects]
 
 
+def detector_engine(network_engine: str) -> str:
+    """What runs MTCNN's networks for a requested network engine: OpenVINO when it can run here
+    ("auto"), unless Keras was asked for explicitly (then TensorFlow graphs)."""
+    return "keras" if network_engine == "keras" else "auto"
+
+
 _CACHE: dict[tuple, Callable] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def get_detector(name: str | Callable, min_confidence: float = 0.9, min_face_size: int = 40) -> FaceDetector:
+def get_detector(name: str | Callable, min_confidence: float = 0.9, min_face_size: int = 40,
+                 engine: str = "auto") -> FaceDetector:
     """A detector by name ("mtcnn", "opencv", "dlib"), cached per process; callables pass through.
 
     ``min_confidence``: MTCNN score threshold; ``min_face_size``: smallest face searched in
-    pixels (MTCNN and OpenCV). Defaults: the packaged ``inference`` section.
+    pixels (MTCNN and OpenCV); ``engine``: what runs MTCNN's networks (:class:`MTCNNDetector`).
+    Defaults: the packaged ``inference`` section.
     """
     if callable(name):
         return name
     if name not in DETECTORS or name == "none":
         raise InputError(f"detector: expected one of mtcnn, opencv, dlib, got {name!r}")
-    key = {"mtcnn": (name, float(min_confidence), int(min_face_size)),
+    key = {"mtcnn": (name, float(min_confidence), int(min_face_size), engine),
            "opencv": (name, int(min_face_size))}.get(name, (name,))
     with _CACHE_LOCK:
         if key not in _CACHE:
             if name == "mtcnn":
-                _CACHE[key] = MTCNNDetector(min_confidence, int(min_face_size))
+                _CACHE[key] = MTCNNDetector(min_confidence, int(min_face_size), engine=engine)
             elif name == "opencv":
                 _CACHE[key] = OpenCVDetector(int(min_face_size))
             else:

@@ -20,7 +20,7 @@ from prnet_keras.cancel import check_cancelled
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import CropConfig, UVLayout, crop_transform
 from prnet_keras.inference.detect import (
-    Detection, crop_square, detections_from_boxes, detections_from_landmarks, get_detector,
+    Detection, crop_square, detections_from_boxes, detections_from_landmarks, detector_engine, get_detector,
 )
 from prnet_keras.inference.images import load_image, to_rgb_uint8
 from prnet_keras.inference.postprocess import Face, face_from_position_map
@@ -90,6 +90,7 @@ class Predictor:
             network = Network(name=network.name, kind="keras", layout=layout, forward=forward,
                               resolution=layout.resolution, model=network, batch_size=self.batch_size, engine=used)
         self.engine: str = getattr(network, "engine", "") or "callable"  # what runs the network
+        self.detector_engine = detector_engine(engine)  # what runs MTCNN's networks
         if hasattr(network, "predict") and hasattr(network, "layout"):
             self._forward = network.predict  # model.io.Network: already crop pixels
         elif callable(network):
@@ -112,7 +113,7 @@ class Predictor:
     # ---- pieces -----------------------------------------------------------------------------
     def detect(self, image_rgb: np.ndarray, detector: str | Callable | None = None) -> list[Detection]:
         """Run a detector on an RGB uint8 image."""
-        det = get_detector(detector or self.detector, self.min_confidence, self.min_face_size)
+        det = get_detector(detector or self.detector, self.min_confidence, self.min_face_size, self.detector_engine)
         return list(det(image_rgb))
 
     def crop(self, image_rgb: np.ndarray, detection: Detection) -> tuple[np.ndarray, np.ndarray]:

@@ -307,7 +307,8 @@ def process_video(
 
     out_dir = Path(out_dir)
     source = video if isinstance(video, VideoSource) else VideoSource(video)
-    det = get_detector(detector or predictor.detector, predictor.min_confidence, predictor.min_face_size)
+    det = get_detector(detector or predictor.detector, predictor.min_confidence, predictor.min_face_size,
+                       predictor.detector_engine)
     tracker = FaceTracker(predictor, det, redetect_every=redetect_every, smoothing=smoothing)
     stem = "camera" if source.is_camera else Path(source.name).stem
     return run_stream(source, tracker, out_dir, out_dir / f"{stem}_annotated.mp4", overlays, outputs, every,

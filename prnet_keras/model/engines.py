@@ -79,10 +79,11 @@ def _keras_predict(model: Any) -> ForwardFn:
     return lambda x: np.asarray(model.predict_on_batch(x), np.float32)
 
 
-def _model_key(model: Any, versions: str) -> str:
-    """Hash of the architecture, every weight (dtype, shape, bytes) and the converter versions."""
+def _model_key(model: Any, versions: str, by_class: bool = False) -> str:
+    """Hash of the architecture (``by_class``: its class, for subclassed models whose JSON is only
+    their instance name), every weight (dtype, shape, bytes) and the converter versions."""
     h = hashlib.sha256(versions.encode())
-    h.update(model.to_json().encode())
+    h.update((f"{type(model).__module__}.{type(model).__qualname__}" if by_class else model.to_json()).encode())
     for w in model.get_weights():
         w = np.ascontiguousarray(w)
         h.update(f"{w.dtype}{w.shape}".encode())
@@ -90,10 +91,11 @@ def _model_key(model: Any, versions: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _convert(model: Any, ov: Any) -> Any:
+def _convert(model: Any, ov: Any, input_shape: tuple | None = None) -> Any:
+    """``model`` traced by TensorFlow for ``input_shape`` (default: its input, any batch), converted."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+    spec = tf.TensorSpec(input_shape or (None, *model.inputs[0].shape[1:]), tf.float32)
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
     return ov.convert_model(traced)
 
@@ -143,15 +145,18 @@ def _store_entry(xml: Path, converted: Any, ov: Any) -> None:
         pass
 
 
-def _cached_convert(model: Any, ov: Any, folder: Path) -> Any:
-    """The converted model from ``folder`` when there, else converted and stored."""
+def _cached_convert(model: Any, ov: Any, folder: Path, input_shape: tuple | None = None,
+                    subfolder: str = "openvino") -> Any:
+    """The converted model from ``folder / subfolder`` when there, else converted and stored
+    (models traced for another ``input_shape`` than their own are keyed by their class)."""
     import keras
 
-    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__}")
-    xml = folder / "openvino" / f"{key}.xml"
+    key = _model_key(model, f"openvino {ov.__version__} keras {keras.__version__} input {input_shape}",
+                     by_class=input_shape is not None)
+    xml = folder / subfolder / f"{key}.xml"
     converted = _read_entry(xml, ov)
     if converted is None:
-        converted = _convert(model, ov)
+        converted = _convert(model, ov, input_shape)
         _store_entry(xml, converted, ov)
     return converted
 
@@ -188,14 +193,19 @@ def _converter_error(exc: Exception, engine: str, model: Any) -> Exception:
     return InputError(f"engine '{engine}': cannot convert {model.name} ({exc.__class__.__name__}: {exc})")
 
 
-def _checked_openvino(model: Any, engine: str) -> Any:
+def _checked_openvino_backend(engine: str) -> Any:
     reason = openvino_unavailable_reason()
     if reason:
         raise InputError(f"engine '{engine}': {reason}")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise InputError(f"engine '{engine}': {model.name} must have one input and one output")
     import openvino as ov
 
+    return ov
+
+
+def _checked_openvino(model: Any, engine: str) -> Any:
+    ov = _checked_openvino_backend(engine)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(f"engine '{engine}': {model.name} must have one input and one output")
     return ov
 
 
@@ -214,6 +224,40 @@ def openvino_forward(model: Any, threads: int | None = None, cache: bool = False
     except Exception as exc:  # the converter raises its own types for unsupported graphs
         raise _converter_error(exc, "openvino", model) from None
     return _forward_of(compiled)
+
+
+def openvino_outputs_forward(model: Any, input_shape: tuple, channels: tuple[int, ...], threads: int | None = None,
+                             cache: bool = True, subfolder: str = "openvino-small") -> Callable[[np.ndarray], tuple]:
+    """Compile a model with several outputs (subclassed models too) with OpenVINO for the CPU.
+
+    input_shape: traced input shape, None for sizes that vary (e.g. ``(None, None, None, 3)``);
+    channels: the last dimension of each output, in the order the model returns them (the
+    converter may list them in another order; they are matched by it, so they must differ).
+    The forward maps a float32 array to that tuple of float32 arrays. ``cache``: keep the
+    conversion in :func:`cache_dir` / ``subfolder`` (its own LRU of CACHE_KEEP entries).
+    Raises InputError when OpenVINO cannot run here or cannot convert the model.
+    """
+    ov = _checked_openvino_backend("openvino")
+    folder = cache_dir() if cache else None
+    try:
+        converted = (_cached_convert(model, ov, folder, tuple(input_shape), subfolder) if folder
+                     else _convert(model, ov, tuple(input_shape)))
+        compiled = _compile(converted, ov, threads)
+        found = [o.get_partial_shape()[-1].get_length() for o in compiled.outputs]
+        if len(set(channels)) != len(channels) or sorted(found) != sorted(channels):
+            raise ValueError(f"outputs with last dimensions {found}, expected {list(channels)}")
+    except Exception as exc:  # the converter raises its own types for unsupported graphs
+        raise _converter_error(exc, "openvino", model) from None
+    order = [found.index(c) for c in channels]
+    request, lock = compiled.create_infer_request(), threading.Lock()
+
+    def forward(x: np.ndarray) -> tuple:
+        x = np.ascontiguousarray(x, np.float32)
+        with lock:
+            out = request.infer({0: x})
+            return tuple(np.array(out[i], np.float32, copy=True) for i in order)
+
+    return forward
 
 
 # ---- int8 ------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_conversion_cache_is_reused_repaired_and_pruned(tiny, images, cache, mon
 
     real_convert = engines._convert
     converted = []
-    monkeypatch.setattr(engines, "_convert", lambda m, ov: converted.append(1) or real_convert(m, ov))
+    monkeypatch.setattr(engines, "_convert", lambda m, ov, *a: converted.append(1) or real_convert(m, ov, *a))
     forward, _ = engines.keras_forward(tiny, "openvino", cache=True)
     assert converted == []  # read back, not converted again
     np.testing.assert_allclose(forward(images), ref, atol=1e-5)
