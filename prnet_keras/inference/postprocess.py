@@ -25,7 +25,7 @@ import numpy as np
 
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import (
-    UVLayout, camera_matrix, crop_to_image, rasterize, rotation_to_angles, transform_scale, umeyama,
+    UVLayout, camera_matrix, crop_to_image, rasterize, rms_residual, rotation_to_angles, transform_scale, umeyama,
     vertex_visibility,
 )
 from prnet_keras.inference.detect import Detection
@@ -84,9 +84,8 @@ def estimate_pose(vertices_img: np.ndarray, canonical: np.ndarray, image_height:
     """Umeyama similarity from the canonical face (y up) to the image-frame vertices flipped to y up."""
     cam = np.asarray(vertices_img, np.float64).copy()
     cam[:, 1] = image_height - 1 - cam[:, 1]
-    s, rot, t = umeyama(np.asarray(canonical, np.float64), cam)
-    resid = cam - (s * canonical @ rot.T + t)
-    rms = float(np.sqrt((resid**2).sum(1).mean()))
+    s, rot, t = umeyama(canonical, cam)
+    rms = rms_residual(canonical, cam, s, rot, t)
     angles = np.degrees(rotation_to_angles(rot))
     return FacePose(angles, rot, float(s), t, camera_matrix(s, rot, t), rms)
 
