@@ -180,8 +180,8 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[
 
 def rms_residual(src: np.ndarray, dst: np.ndarray, scale: float, rot: np.ndarray, t: np.ndarray) -> float:
     """Root-mean-square distance between ``dst`` and ``scale·rot·src + t`` ((n, d) point sets)."""
-    return float(_rms_residual(np.ascontiguousarray(src, np.float64), np.ascontiguousarray(dst, np.float64),
-                               float(scale), np.ascontiguousarray(rot, np.float64), np.ascontiguousarray(t, np.float64)))
+    src, dst, rot, t = (np.ascontiguousarray(a, np.float64) for a in (src, dst, rot, t))
+    return float(_rms_residual(src, dst, float(scale), rot, t))
 
 
 def estimate_pose_para(reference: np.ndarray, points: np.ndarray) -> np.ndarray:
