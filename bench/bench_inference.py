@@ -1,7 +1,8 @@
 """Benchmark: per-image inference latency split and batch throughput (CPU; GPU when present).
 
 Stages per image (median over --repeats iterations of the whole pipeline):
-detect (MTCNN with the defaults: min face 40 px, confidence 0.9), crop (warp to 256²),
+detect (MTCNN with the defaults: min face 40 px, confidence 0.9, its networks on the engine
+``auto`` picks; each engine and the mtcnn package's own driver are timed alone too), crop (warp to 256²),
 network (batch 1, batch norm folded and run by the inference engine as Predictor runs it:
 ``--engine`` auto = OpenVINO when installed, see ``model.engines``; the Keras forward is timed
 too for comparison; resfcn256 and light, untrained weights: timing only), post-processing (mesh,
@@ -206,6 +207,26 @@ def pipeline(sc: dict, network, repeats: int, out_dir: Path) -> dict[str, list[f
     return stages
 
 
+def detector_rows(image: np.ndarray, repeats: int) -> dict:
+    """MTCNN per engine at the default minimum face (40 px) and, beside the mtcnn package's own
+    ``detect_faces`` (whose pyramid is right only at 20 px), at 20 px: median ms and faces found."""
+    from prnet_keras.inference.detect import MTCNNDetector
+
+    rows = {}
+    for min_face, engines in ((40, ("openvino", "keras")), (20, ("openvino", "keras", "package"))):
+        for engine in engines:
+            detector = MTCNNDetector(0.9, min_face, engine=engine)
+            faces = len(detector(image))  # warm-up: conversions, graphs, numba kernels
+            seconds = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                detector(image)
+                seconds.append(time.perf_counter() - t0)
+            rows[f"{engine}_min_face_{min_face}"] = {"ms": median_ms(seconds), "faces": faces}
+            print(f"MTCNN {engine} engine, min face {min_face} px: {median_ms(seconds)} ms, {faces} face(s)")
+    return rows
+
+
 def int8_rows(name: str, folded, model, sc: dict, args: argparse.Namespace, out_dir: Path) -> dict:
     """The pipeline with the int8 network (untrained weights: timing; its accuracy report is
     recorded but says nothing about a trained network)."""
@@ -292,8 +313,12 @@ def main() -> int:
           "gpus:", env["gpus"])
     sc = scene()
     print("scene:", sc["what"], f"({sc['layout'].n_vertices} vertices, {len(sc['layout'].triangles)} triangles)")
+    from prnet_keras.inference import get_detector
+
     results = {"environment": env, "scene": sc["what"], "repeats": args.repeats, "batch": args.batch,
-               "total_outputs": list(WRITE_OUTPUTS), "detector": "mtcnn, min confidence 0.9, min face 40 px",
+               "total_outputs": list(WRITE_OUTPUTS),
+               "detector": f"mtcnn ({get_detector('mtcnn').engine} engine), min confidence 0.9, min face 40 px",
+               "detector_engines_ms": detector_rows(sc["image"], args.repeats),
                "n_vertices": sc["layout"].n_vertices, "n_triangles": int(len(sc["layout"].triangles)), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("resfcn256", "light"):
