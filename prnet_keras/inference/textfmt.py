@@ -103,12 +103,18 @@ def format_rows(values: np.ndarray, prefix: str = "", decimals: int | None = 4, 
 
     decimals=None formats integers (``%d``); else fixed point (``%.{decimals}f``).
     """
+    return format_rows_ascii(values, prefix, decimals, seps).decode("ascii")
+
+
+def format_rows_ascii(values: np.ndarray, prefix: str = "", decimals: int | None = 4,
+                      seps: str | None = None) -> bytes:
+    """:func:`format_rows` as ASCII bytes (what files take: no decode and encode of megabytes)."""
     a = np.asarray(values)
     if a.ndim == 1:
         a = a[:, None]
     n, k = a.shape
     if n == 0:
-        return ""
+        return b""
     sep = seps if seps is not None else " " * k
     if len(sep) != k:
         raise ValueError(f"seps: expected {k} separators, got {len(sep)}")
@@ -123,10 +129,10 @@ def format_rows(values: np.ndarray, prefix: str = "", decimals: int | None = 4, 
         f = np.ascontiguousarray(a, np.float64)
         if not (np.all(np.isfinite(f)) and np.abs(f).max() < _MAX_ABS):
             fmt = prefix + "".join(s + f"%.{decimals}f" for s in sep.replace("\x00", "")) + "\n"
-            return (fmt * n) % tuple(f.ravel().tolist())
+            return ((fmt * n) % tuple(f.ravel().tolist())).encode("ascii")
         out = np.empty(n * (len(pre) + k * (15 + decimals) + 1), np.uint8)
         end = _format_float_rows(f, pre, sp, int(decimals), out)
     text = out[:end].tobytes()
     if "\x00" in sep:
         text = text.replace(b"\x00", b"")
-    return text.decode("ascii")
+    return text

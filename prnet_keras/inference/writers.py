@@ -22,7 +22,7 @@ from prnet_keras import LABEL_SCALE
 from prnet_keras.errors import InputError
 from prnet_keras.geometry import vertex_normals
 from prnet_keras.inference.postprocess import Face, helper_pool, in_helper_thread
-from prnet_keras.inference.textfmt import format_rows
+from prnet_keras.inference.textfmt import format_rows, format_rows_ascii
 from prnet_keras.utils import atomic_path, atomic_write_bytes, atomic_write_text, to_jsonable
 from prnet_keras.viz.meshfiles import MAT_KEYS, read_mesh_mat  # noqa: F401  (the reader of the .mat written here)
 
@@ -39,10 +39,10 @@ def _mesh_vertices(face: Face, frame: str) -> np.ndarray:
     raise InputError(f"frame: expected 'camera' or 'image', got {frame!r}")
 
 
-_TEXT_CACHE: dict[tuple[int, str], tuple[object, str]] = {}
+_TEXT_CACHE: dict[tuple[int, str], tuple[object, bytes]] = {}
 
 
-def _layout_text(layout: object, kind: str, make) -> str:
+def _layout_text(layout: object, kind: str, make) -> bytes:
     """Text blocks that depend only on the UV layout (faces, texture coordinates), made once.
 
     Keyed by the layout object (held, so its id cannot be reused); layouts are immutable.
@@ -58,31 +58,32 @@ def _layout_text(layout: object, kind: str, make) -> str:
     return text
 
 
-def _face_lines(triangles: np.ndarray, textured: bool) -> str:
+def _face_lines(triangles: np.ndarray, textured: bool) -> bytes:
     tri = np.asarray(triangles, np.int64) + 1
     if textured:
-        return format_rows(np.repeat(tri, 2, axis=1), "f", None, seps=" / / /")
-    return format_rows(tri, "f", None)
+        return format_rows_ascii(np.repeat(tri, 2, axis=1), "f", None, seps=" / / /")
+    return format_rows_ascii(tri, "f", None)
 
 
-def obj_text(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
-             uvs: np.ndarray | None = None, header: str = "", mtl: str | None = None,
-             _faces: str | None = None, _uv_lines: str | None = None) -> str:
-    """Wavefront OBJ text: ``v x y z [r g b]`` (colours in [0, 1]), optional ``vt``, 1-based faces.
+def obj_bytes(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None,
+              uvs: np.ndarray | None = None, header: str = "", mtl: str | None = None,
+              _faces: bytes | None = None, _uv_lines: bytes | None = None) -> bytes:
+    """Wavefront OBJ (ASCII): ``v x y z [r g b]`` (colours in [0, 1]), optional ``vt``, 1-based faces.
 
     vertices (N, 3), triangles (T, 3) 0-based, colors (N, 3), uvs (N, 2) (the vertex index is
     also the texture-coordinate index).
     """
-    lines = [f"# {line}\n" for line in header.splitlines()]
+    head = "".join(f"# {line}\n" for line in header.splitlines())
     if mtl:
-        lines.append(f"mtllib {mtl}\nusemtl material_0\n")
+        head += f"mtllib {mtl}\nusemtl material_0\n"
     v = np.asarray(vertices, np.float64)
-    lines.append(format_rows(np.hstack([v, np.asarray(colors, np.float64)]) if colors is not None else v, "v", 4))
+    parts = [head.encode("utf-8"),
+             format_rows_ascii(np.hstack([v, np.asarray(colors, np.float64)]) if colors is not None else v, "v", 4)]
     textured = uvs is not None or _uv_lines is not None
     if textured:
-        lines.append(_uv_lines if _uv_lines is not None else format_rows(np.asarray(uvs, np.float64), "vt", 6))
-    lines.append(_faces if _faces is not None else _face_lines(triangles, textured))
-    return "".join(lines)
+        parts.append(_uv_lines if _uv_lines is not None else format_rows_ascii(np.asarray(uvs, np.float64), "vt", 6))
+    parts.append(_faces if _faces is not None else _face_lines(triangles, textured))
+    return b"".join(parts)
 
 
 def write_obj(face: Face, path: str | os.PathLike, frame: str = "camera", colors: bool = True) -> Path:
@@ -92,7 +93,7 @@ def write_obj(face: Face, path: str | os.PathLike, frame: str = "camera", colors
     header = (f"prnet-keras face mesh: {v.shape[0]} vertices, {face.triangles.shape[0]} triangles\n"
               f"frame: {_FRAMES[frame]}")
     faces = _layout_text(face.layout, "f", lambda: _face_lines(face.triangles, False))
-    atomic_write_text(path, obj_text(v, face.triangles, face.colors if colors else None, header=header, _faces=faces))
+    atomic_write_bytes(path, obj_bytes(v, face.triangles, face.colors if colors else None, header=header, _faces=faces))
     return path
 
 
@@ -113,9 +114,9 @@ def write_obj_textured(face: Face, path: str | os.PathLike, texture_size: int | 
     v = _mesh_vertices(face, frame)
     header = f"prnet-keras textured face mesh\nframe: {_FRAMES[frame]}"
     faces = _layout_text(face.layout, "f/vt", lambda: _face_lines(face.triangles, True))
-    uv_lines = _layout_text(face.layout, "vt", lambda: format_rows(uv_texcoords(face), "vt", 6))
-    atomic_write_text(path,
-                      obj_text(v, face.triangles, header=header, mtl=mtl_path.name, _faces=faces, _uv_lines=uv_lines))
+    uv_lines = _layout_text(face.layout, "vt", lambda: format_rows_ascii(uv_texcoords(face), "vt", 6))
+    atomic_write_bytes(path,
+                       obj_bytes(v, face.triangles, header=header, mtl=mtl_path.name, _faces=faces, _uv_lines=uv_lines))
     return [path, mtl_path, tex_path]
 
 

@@ -94,12 +94,12 @@ def mesh_from_mat(mat: dict, height: int, field: str, max_vertices: int) -> Mesh
 
 def obj_bytes(mesh: Mesh, height: int) -> bytes:
     """Wavefront OBJ with per-vertex colours (``v x y z r g b``), y up, 1-based faces."""
-    from prnet_keras.inference.writers import obj_text
+    from prnet_keras.inference import writers
 
     header = (f"prnet-keras face mesh: {len(mesh.vertices)} vertices, {len(mesh.triangles)} triangles\n"
               "frame: x right, y up (y = h-1-y_image), z toward viewer; input-image pixels")
-    return obj_text(y_up(mesh.vertices, height), mesh.triangles, np.clip(mesh.colors, 0.0, 1.0),
-                    header=header).encode("ascii")
+    return writers.obj_bytes(y_up(mesh.vertices, height), mesh.triangles, np.clip(mesh.colors, 0.0, 1.0),
+                             header=header)
 
 
 def ply_bytes(mesh: Mesh, height: int) -> bytes:
