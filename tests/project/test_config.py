@@ -83,7 +83,9 @@ def test_inference_defaults(packaged):
     p = _defaults(Predictor.__init__)
     assert (p["detector"], p["min_confidence"], p["min_face_size"], p["engine"]) == (
         inf["detector"], inf["min_confidence"], inf["min_face_size"], inf["engine"])
-    assert _defaults(get_detector) == {"min_confidence": inf["min_confidence"], "min_face_size": inf["min_face_size"]}
+    assert _defaults(get_detector) == {"min_confidence": inf["min_confidence"], "min_face_size": inf["min_face_size"],
+                                       "engine": inf["engine"]}
+    assert _defaults(MTCNNDetector.__init__)["engine"] == inf["engine"]
     assert _defaults(MTCNNDetector.__init__)["min_confidence"] == inf["min_confidence"]
     assert _defaults(MTCNNDetector.__init__)["min_face_size"] == inf["min_face_size"]
     assert _defaults(OpenCVDetector.__init__)["min_face_size"] == inf["min_face_size"]
