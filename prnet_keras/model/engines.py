@@ -97,7 +97,9 @@ def _convert(model: Any, ov: Any, input_shape: tuple | None = None) -> Any:
 
     spec = tf.TensorSpec(input_shape or (None, *model.inputs[0].shape[1:]), tf.float32)
     traced = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    return ov.convert_model(traced)
+    # share_weights=False: a shared model points into TensorFlow's buffers of the trace, which
+    # are freed with it; compiled later, it read garbage now and then (MTCNN's boxes).
+    return ov.convert_model(traced, share_weights=False)
 
 
 def _read_entry(xml: Path, ov: Any) -> Any | None:

@@ -124,3 +124,30 @@ def test_openvino_conversions_are_cached_and_auto_falls_back(monkeypatch, tmp_pa
         MTCNNDetector(0.9, 20, engine="openvino-int8x")
     monkeypatch.setattr(mtcnn_stages, "stage_networks", lambda: None)  # a future mtcnn with other internals
     assert MTCNNDetector(0.9, 20, engine="auto").engine == "package"
+
+
+def test_freshly_converted_networks_own_their_weights(monkeypatch, synthetic_aflw_dir):
+    """A model converted in memory (not read back from the cache) and compiled after its trace
+    is gone finds the package's faces: converted with shared weights it read freed buffers."""
+    pytest.importorskip("openvino")
+    import gc
+
+    import tensorflow as tf
+
+    from prnet_keras.inference.detect import MTCNNDetector
+
+    monkeypatch.setenv("PRNET_CACHE_DIR", "off")
+    fresh = MTCNNDetector(0.5, 20, engine="openvino")
+    gc.collect()
+    scratch = [tf.random.uniform((256, 256, 3)) for _ in range(64)]  # reuse freed memory
+    package = MTCNNDetector(0.5, 20, engine="package")
+    found = 0
+    for path in sorted(synthetic_aflw_dir.glob("*.jpg"))[:4]:
+        image = load_image(path)
+        want, got = package(image), fresh(image)
+        assert len(got) == len(want)
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(b.box, a.box, atol=1.0)
+        found += len(want)
+    assert found >= 2
+    del scratch
