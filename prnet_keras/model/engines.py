@@ -175,15 +175,20 @@ def _compile(converted: Any, ov: Any, threads: int | None) -> Any:
     })
 
 
-def _forward_of(compiled: Any) -> ForwardFn:
+def _forward_of(compiled: Any, order: list[int] | None = None) -> Callable:
+    """Forward of a compiled model: its first output, or with ``order`` the tuple of its outputs
+    at those indices."""
     request = compiled.create_infer_request()
     lock = threading.Lock()  # one request: calls from several threads take turns (one stream anyway)
 
-    def forward(x: np.ndarray) -> np.ndarray:
+    def forward(x: np.ndarray) -> np.ndarray | tuple:
         x = np.ascontiguousarray(x, np.float32)
         with lock:
-            # the output tensor is the request's own memory, overwritten by the next call: copy
-            return np.array(request.infer({0: x})[0], np.float32, copy=True)
+            # the output tensors are the request's own memory, overwritten by the next call: copy
+            out = request.infer({0: x})
+            if order is None:
+                return np.array(out[0], np.float32, copy=True)
+            return tuple(np.array(out[i], np.float32, copy=True) for i in order)
 
     forward.compiled = compiled  # type: ignore[attr-defined]
     return forward
@@ -250,16 +255,7 @@ def openvino_outputs_forward(model: Any, input_shape: tuple, channels: tuple[int
             raise ValueError(f"outputs with last dimensions {found}, expected {list(channels)}")
     except Exception as exc:  # the converter raises its own types for unsupported graphs
         raise _converter_error(exc, "openvino", model) from None
-    order = [found.index(c) for c in channels]
-    request, lock = compiled.create_infer_request(), threading.Lock()
-
-    def forward(x: np.ndarray) -> tuple:
-        x = np.ascontiguousarray(x, np.float32)
-        with lock:
-            out = request.infer({0: x})
-            return tuple(np.array(out[i], np.float32, copy=True) for i in order)
-
-    return forward
+    return _forward_of(compiled, [found.index(c) for c in channels])
 
 
 # ---- int8 ------------------------------------------------------------------------------------
