@@ -2,10 +2,11 @@
 
 The package's ``detect_faces`` normalises the whole image in float64, builds the pyramid and
 cuts the stage-2/3 patches with TensorFlow ops and calls its three networks eagerly: ~210 ms
-for a 450² photo with 20 px faces on 2 cores, ~18 ms here (~10 ms with 40 px faces). Here, for one uint8 RGB image:
+for a 450² photo with 20 px faces on 2 cores, ~18 ms here (~10 ms with 40 px faces). For one
+uint8 RGB image:
 
-1. the pyramid is resized from the uint8 image and PNet runs once on it packed into one canvas
-   (``inference.pnet_packed``);
+1. the pyramid is area-resampled from the uint8 image in one pass and PNet runs once on it
+   packed into one canvas (``inference.pnet_packed``);
 2. the 24² (RNet) and 48² (ONet) patches are cut by :func:`crop_patches`, a numpy port of
    ``tf.image.crop_and_resize`` as mtcnn calls it (equal within float32 rounding);
 3. the three networks run on an engine: ``"openvino"`` (compiled for the CPU, conversions

@@ -36,9 +36,12 @@ def as_tensor_like(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).view(_Out)
 
 
+PIXEL_MID, PIXEL_SCALE = 127.5, 1 / 128  # MTCNN's input scaling: (p - 127.5) / 128
+
+
 def normalise(pixels: np.ndarray) -> np.ndarray:
     """MTCNN's input scaling of 0..255 pixels: (p - 127.5) / 128, float32."""
-    return (pixels.astype(np.float32) - np.float32(127.5)) * np.float32(1 / 128)
+    return (pixels.astype(np.float32) - np.float32(PIXEL_MID)) * np.float32(PIXEL_SCALE)
 
 
 def pack(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
@@ -108,7 +111,7 @@ def _area_pyramid(image, sizes, offsets, canvas):  # pragma: no cover - compiled
                 for k in range(ch):
                     left = along[pa + k] + fxa[j] * (along[pa + ch + k] - along[pa + k])
                     right = along[pb + k] + fxb[j] * (along[pb + ch + k] - along[pb + k])
-                    out[y0 + i, (x0 + j) * ch + k] = ((right - left) * xinv[j] - 127.5) * 0.0078125
+                    out[y0 + i, (x0 + j) * ch + k] = ((right - left) * xinv[j] - PIXEL_MID) * PIXEL_SCALE
 
 
 def pnet_proposals(image: np.ndarray, scales: np.ndarray, pnet: Callable[[np.ndarray], tuple],
