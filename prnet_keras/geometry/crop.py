@@ -24,9 +24,12 @@ class CropConfig:
     train_scale: keypoint-box side × this = crop side (ground truth, and faces given by 68 landmarks);
     center_jitter: training crops move their centre by up to ± this × the box side (x and y);
     size_jitter: training crops scale their side by U(low, high);
-    detector_box_scale: detector / user box side × this = crop side (MTCNN, OpenCV, boxes);
-    dlib_center_shift, dlib_box_scale: dlib boxes sit higher on the face: centre moved down
-    by shift × side, side × scale (the official PRNet values).
+    detector_box_scale: user box (and custom detector) side × this = crop side, centred (official);
+    <detector>_center_shift, <detector>_box_scale: a detector's boxes sit higher on the face
+    and are larger or smaller than the keypoint box: centre moved down by shift × side, crop
+    side = scale × side. dlib: the official PRNet values; mtcnn and opencv: the medians
+    measured on real annotated photos (``inference.crop_calibration``), so their crops match
+    the training crops.
     """
 
     train_scale: float = 1.5
@@ -35,13 +38,17 @@ class CropConfig:
     detector_box_scale: float = 1.6
     dlib_center_shift: float = 0.14
     dlib_box_scale: float = 1.58
+    mtcnn_center_shift: float = 0.16
+    mtcnn_box_scale: float = 1.36
+    opencv_center_shift: float = 0.15
+    opencv_box_scale: float = 1.2
 
     def __post_init__(self) -> None:
-        for name in ("train_scale", "detector_box_scale", "dlib_box_scale"):
+        for name in ("train_scale", "detector_box_scale", "dlib_box_scale", "mtcnn_box_scale", "opencv_box_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise InputError(f"crop.{name}: expected a positive number, got {value!r}")
-        for name in ("center_jitter", "dlib_center_shift"):
+        for name in ("center_jitter", "dlib_center_shift", "mtcnn_center_shift", "opencv_center_shift"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise InputError(f"crop.{name}: expected a number, got {value!r}")
@@ -109,8 +116,8 @@ def training_crop(
 def detector_crop(box_ltrb: np.ndarray, scale: float = 1.6, center_shift: float = 0.0) -> tuple[np.ndarray, float]:
     """Crop square from a detector box [left, top, right, bottom].
 
-    Official PRNet: size = 1.6·old; for dlib boxes the centre moves down 0.14·old and the
-    scale is 1.58.
+    size = scale·old and the centre moves down center_shift·old, old = the box's mean side.
+    Official PRNet: 1.6 and 0 for given boxes, 1.58 and 0.14 for dlib's.
     """
     box = np.asarray(box_ltrb, dtype=np.float64).reshape(-1)
     if box.size != 4 or not np.all(np.isfinite(box)) or box[2] <= box[0] or box[3] <= box[1]:

@@ -52,9 +52,15 @@ def test_decode_png16_gray_rgba(tmp_path):
 
 def test_crop_rules():
     box = np.array([100.0, 50.0, 200.0, 170.0])  # mean side 110
-    c, s = crop_square(Detection(box, 0.9, "mtcnn"))
+    c, s = crop_square(Detection(box, 0.9, "box"))  # a user's box: official, centred, 1.6x
     np.testing.assert_allclose(c, [150, 110])
     assert s == pytest.approx(1.6 * 110)
+    c, s = crop_square(Detection(box, 0.9, "mtcnn"))  # detector boxes sit high on the face
+    np.testing.assert_allclose(c, [150, 110 + 0.16 * 110])
+    assert s == pytest.approx(1.36 * 110)
+    c, s = crop_square(Detection(box, 0.9, "opencv"))
+    np.testing.assert_allclose(c, [150, 110 + 0.15 * 110])
+    assert s == pytest.approx(1.2 * 110)
     c, s = crop_square(Detection(box, None, "dlib"))
     np.testing.assert_allclose(c, [150, 110 + 0.14 * 110])
     assert s == pytest.approx(1.58 * 110)
@@ -120,8 +126,10 @@ def test_predictor_with_mtcnn_batches_all_faces(reference_data, posed_samples, b
     for per_image in faces:
         d = per_image[0].detection
         cx, cy, size = per_image[0].crop_box
-        np.testing.assert_allclose([cx, cy], (d.box[:2] + d.box[2:]) / 2, atol=1e-6)
-        assert size == pytest.approx(1.6 * ((d.box[2] - d.box[0]) + (d.box[3] - d.box[1])) / 2)
+        side = ((d.box[2] - d.box[0]) + (d.box[3] - d.box[1])) / 2
+        # MTCNN crop rule: centre moved down 0.16 x side, crop side 1.36 x side (docs/conventions.md)
+        np.testing.assert_allclose([cx, cy], (d.box[:2] + d.box[2:]) / 2 + [0, 0.16 * side], atol=1e-6)
+        assert size == pytest.approx(1.36 * side)
 
 
 def test_mtcnn_large_image_is_searched_downscaled(reference_data):

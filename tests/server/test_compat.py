@@ -45,7 +45,8 @@ def test_predict_response_shape_and_mesh_mat(client, helpers, layout):
     assert len(faces) == 1 and set(faces[0]) == {"rawMesh", "faceBB"}
     cx, cy, size = faces[0]["faceBB"]
     assert all(isinstance(v, int) for v in faces[0]["faceBB"])
-    assert (cx, cy, size) == (80, 60, 96)  # stub box 60 px wide centred, x1.6 (official detector crop)
+    # stub MTCNN box: 60 px wide, centred at (80, 60); MTCNN crop rule: centre 0.16 x side lower, side x 1.36
+    assert (cx, cy, size) == (80, round(60 + 0.16 * 60), round(1.36 * 60))
     mesh = load_mesh(faces[0]["rawMesh"])
     assert set(mesh) == MESH_KEYS
     n = layout.n_vertices

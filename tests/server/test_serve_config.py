@@ -25,8 +25,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from test_uvicorn import free_port, start, stop  # noqa: E402  (same folder; importlib mode)
 
-CROP = {"train_scale": 1.3, "center_jitter": 0.05, "size_jitter": [0.95, 1.05], "detector_box_scale": 2.0,
-        "dlib_center_shift": 0.2, "dlib_box_scale": 1.7}
+CROP = {"train_scale": 1.3, "center_jitter": 0.05, "size_jitter": [0.95, 1.05], "detector_box_scale": 1.9,
+        "dlib_center_shift": 0.2, "dlib_box_scale": 1.7, "mtcnn_center_shift": 0.1, "mtcnn_box_scale": 1.5,
+        "opencv_center_shift": -0.05, "opencv_box_scale": 2.0}
 
 
 def _defaults() -> dict:
@@ -131,15 +132,15 @@ def test_prnet_serve_config_file_takes_effect(tmp_path, faces, helpers):
         got = r.json()["faces"]
         assert [f["detection"]["box_ltrb"] for f in got] == [d.box.tolist() for d in want]  # integer pixels
         assert all(f["detection"]["kind"] == "opencv" for f in got)
-        for f, d in zip(got, want):  # crop of a detection: centre of the box, side x detector_box_scale
-            centre, size = detector_crop(d.box, scale=2.0)
+        for f, d in zip(got, want):  # crop of an OpenCV box: the file's opencv_center_shift, opencv_box_scale
+            centre, size = detector_crop(d.box, scale=2.0, center_shift=-0.05)
             assert _crop_of(f) == pytest.approx((*centre, size))
 
         # a given box: detector_box_scale; given landmarks: train_scale
         box = [50.0, 60.0, 250.0, 240.0]
         r = httpx.post(f"{base}/v1/reconstruct", json={"image": helpers.b64(_png(faces["images"][0])), "boxes": [box]},
                        timeout=120)
-        assert _crop_of(r.json()["faces"][0]) == pytest.approx((150.0, 150.0, 2.0 * 190.0))
+        assert _crop_of(r.json()["faces"][0]) == pytest.approx((150.0, 150.0, 1.9 * 190.0))
         landmarks = faces["fits"][0].pt3d_68[:, :2]
         r = httpx.post(f"{base}/v1/reconstruct", timeout=120,
                        json={"image": helpers.b64(_png(faces["images"][0])), "landmarks": [landmarks.tolist()]})
@@ -172,6 +173,7 @@ def test_serve_start_up_applies_mtcnn_and_dlib_values(tmp_path, faces):
     from fastapi.testclient import TestClient
 
     from prnet_keras.cli.serve import build_parser, build_server
+    from prnet_keras.geometry import detector_crop
     from prnet_keras.inference.detect import Detection, crop_square, get_detector
 
     defaults = _defaults()["inference"]
@@ -194,6 +196,9 @@ def test_serve_start_up_applies_mtcnn_and_dlib_values(tmp_path, faces):
     np.testing.assert_allclose([f["detection"]["box_ltrb"] + [f["detection"]["score"]] for f in got],
                                [d.box.tolist() + [d.score] for d in want], atol=1e-3)
     assert all(f["detection"]["score"] >= 0.99 for f in got)
+    for f in got:  # MTCNN boxes: the file's mtcnn_center_shift and mtcnn_box_scale
+        centre, size = detector_crop(np.array(f["detection"]["box_ltrb"]), scale=1.5, center_shift=0.1)
+        assert _crop_of(f) == pytest.approx((*centre, size), abs=1e-3)
     # dlib boxes (dlib is optional): the predictor the server built crops them with the file's values
     predictor = app.state.service.predictor
     box = np.array([100.0, 100.0, 200.0, 220.0])
