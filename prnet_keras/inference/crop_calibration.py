@@ -46,7 +46,7 @@ def box_offsets(box_ltrb: np.ndarray, keypoints_xy: np.ndarray, train_scale: flo
                      train_scale * old / side])
 
 
-def _best_overlap(detections: list[Detection], keypoints_xy: np.ndarray) -> Detection | None:
+def _detection_on_face(detections: list[Detection], keypoints_xy: np.ndarray) -> Detection | None:
     """The detection whose box centre lies inside the keypoint box and is nearest its centre."""
     lo, hi = keypoints_xy.min(0), keypoints_xy.max(0)
     best, best_d = None, np.inf
@@ -88,7 +88,7 @@ def measure_detector_crops(source: str | os.PathLike, detector: str | Callable =
         if kp is None:
             skipped.append((ref.name, "no 68 keypoints (pt3d_68 or a 2x68 pt2d) in the .mat"))
             continue
-        det = _best_overlap(detect(image), kp)
+        det = _detection_on_face(detect(image), kp)
         if det is None:
             skipped.append((ref.name, "no detection on the annotated face"))
             continue
