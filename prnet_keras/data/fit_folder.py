@@ -59,7 +59,9 @@ _STATE: dict[str, Any] = {}
 
 
 # ---- landmark files ----------------------------------------------------------------------------
-def _as_68(points: np.ndarray, what: str) -> np.ndarray:
+def as_68_landmarks(points: np.ndarray, what: str) -> np.ndarray:
+    """(68, 2|3) or (2|3, 68) points -> (68, 2|3) float64; InputError naming ``what`` for
+    another shape or count, NaN or inf."""
     p = np.asarray(points, np.float64)
     if p.ndim == 2 and p.shape[0] in (2, 3) and p.shape[1] != p.shape[0] and p.shape[1] not in (2, 3):
         p = p.T
@@ -118,12 +120,13 @@ def read_landmarks(ref: SampleRef, kind: str) -> np.ndarray:
         mat = load_mat_bytes(read_sample_bytes(ref)[1], ref.name)
         if kind not in mat:
             raise InputError(f"{ref.name}.mat: no {kind} key")
-        return _as_68(mat[kind], f"{ref.name}.mat {kind}")
+        return as_68_landmarks(mat[kind], f"{ref.name}.mat {kind}")
     if kind == "pts":
-        return _as_68(parse_pts(read_beside(ref, ".pts", _MAX_LANDMARK_FILE), f"{ref.name}.pts"), f"{ref.name}.pts")
+        points = parse_pts(read_beside(ref, ".pts", _MAX_LANDMARK_FILE), f"{ref.name}.pts")
+        return as_68_landmarks(points, f"{ref.name}.pts")
     if kind == "npy":
         data = read_beside(ref, ".npy", _MAX_LANDMARK_FILE)
-        return _as_68(parse_npy_landmarks(data, f"{ref.name}.npy"), f"{ref.name}.npy")
+        return as_68_landmarks(parse_npy_landmarks(data, f"{ref.name}.npy"), f"{ref.name}.npy")
     raise InputError(f"--landmarks {kind}: expected one of {', '.join(LANDMARK_KINDS)} or model:PATH")
 
 
@@ -166,7 +169,7 @@ def fit_chunk(task: tuple[int, list[SampleRef]]) -> tuple[int, int, list[tuple[s
             img_bytes = read_image_bytes(ref)
             image = decode_image(img_bytes, ref.name)
             pts = provider(image) if provider is not None else read_landmarks(ref, settings["landmarks"])
-            pts = _as_68(pts, ref.name)
+            pts = as_68_landmarks(pts, ref.name)
             span = pts[:, :2].max(0) - pts[:, :2].min(0)
             if span.min() < 2.0:
                 raise InputError(f"{ref.name}: landmarks span {span.min():.1f} px (a degenerate face)")

@@ -20,30 +20,28 @@ from typing import Any, Callable
 
 import numpy as np
 
+from prnet_keras.data.fit_folder import as_68_landmarks
 from prnet_keras.data.sources import list_samples, read_sample
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import CropConfig, keypoint_box
+from prnet_keras.geometry import CropConfig, keypoint_box, training_crop
 from prnet_keras.inference.detect import Detection, crop_square, get_detector
 
 
-def _keypoints(mat: dict[str, np.ndarray]) -> np.ndarray | None:
-    """(68, 2) image-pixel keypoints of a ``.mat``: ``pt3d_68`` (3, 68), else a (2, 68) ``pt2d``."""
+def _keypoints(mat: dict[str, np.ndarray], name: str) -> np.ndarray:
+    """(68, 2) image-pixel keypoints of a ``.mat``: ``pt3d_68``, else ``pt2d``; InputError (a
+    skip) when neither holds 68 finite points."""
     for key in ("pt3d_68", "pt2d"):
-        k = np.asarray(mat.get(key, np.zeros((0, 0))), np.float64)
-        if k.ndim == 2 and k.shape[1] == 68 and k.shape[0] in (2, 3):
-            return k[:2].T
-    return None
+        if key in mat:
+            return as_68_landmarks(mat[key], f"{name}.mat {key}")[:, :2]
+    raise InputError(f"{name}.mat: no pt3d_68 or pt2d key")
 
 
-def box_offsets(box_ltrb: np.ndarray, keypoints_xy: np.ndarray, train_scale: float) -> np.ndarray:
-    """(3,) [shift x, shift y, scale] that turn ``box_ltrb`` into the training crop of
-    ``keypoints_xy``: (keypoint-box centre − box centre) / side and crop side / side, with side
-    the box's mean side in pixels."""
-    l, t, r, b = (float(v) for v in np.asarray(box_ltrb).reshape(4))
-    side = ((r - l) + (b - t)) / 2.0
-    centre, old = keypoint_box(keypoints_xy)
-    return np.array([(centre[0] - (l + r) / 2.0) / side, (centre[1] - (t + b) / 2.0) / side,
-                     train_scale * old / side])
+def box_offsets(box_ltrb: np.ndarray, crop_centre: np.ndarray, crop_size: float) -> np.ndarray:
+    """(3,) [shift x, shift y, scale] that turn ``box_ltrb`` into the square (``crop_centre``,
+    ``crop_size``): (crop centre − box centre) / side and crop size / side, with side the box's
+    mean side in pixels."""
+    box_centre, side = keypoint_box(np.reshape(box_ltrb, (2, 2)))
+    return np.array([*(np.asarray(crop_centre) - box_centre) / side, crop_size / side])
 
 
 def _detection_on_face(detections: list[Detection], keypoints_xy: np.ndarray) -> Detection | None:
@@ -81,21 +79,17 @@ def measure_detector_crops(source: str | os.PathLike, detector: str | Callable =
     for ref in samples:
         try:
             image, mat = read_sample(ref)
+            kp = _keypoints(mat, ref.name)
         except InputError as exc:
             skipped.append((ref.name, str(exc)))
-            continue
-        kp = _keypoints(mat)
-        if kp is None:
-            skipped.append((ref.name, "no 68 keypoints (pt3d_68 or a 2x68 pt2d) in the .mat"))
             continue
         det = _detection_on_face(detect(image), kp)
         if det is None:
             skipped.append((ref.name, "no detection on the annotated face"))
             continue
-        rows.append((ref.name, *box_offsets(det.box, kp, cfg.train_scale).tolist()))
+        truth_centre, truth_size = training_crop(kp, rng=None, scale=cfg.train_scale)
+        rows.append((ref.name, *box_offsets(det.box, truth_centre, truth_size).tolist()))
         centre, size = crop_square(det, cfg)
-        truth_centre, truth_old = keypoint_box(kp)
-        truth_size = cfg.train_scale * truth_old
         errors.append((float(np.linalg.norm(centre - truth_centre)) / truth_size, abs(size / truth_size - 1.0)))
     if not rows:
         raise InputError(f"{source}: no annotated face was detected ({len(skipped)} skipped), nothing to measure")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from prnet_keras.errors import InputError
-from prnet_keras.geometry import CropConfig
+from prnet_keras.geometry import CropConfig, training_crop
 from prnet_keras.inference.crop_calibration import box_offsets, measure_detector_crops
 from prnet_keras.inference.detect import Detection
 
@@ -17,7 +17,7 @@ from prnet_keras.inference.detect import Detection
 def test_box_offsets_are_what_the_crop_rule_needs():
     kp = np.array([[100.0, 120.0], [180.0, 120.0], [140.0, 220.0]])  # keypoint box 80 x 100, centre (140, 170)
     box = np.array([100.0, 90.0, 180.0, 190.0])  # 80 x 100, centred 30 px higher
-    shift_x, shift_y, scale = box_offsets(box, kp, train_scale=1.5)
+    shift_x, shift_y, scale = box_offsets(box, *training_crop(kp, rng=None, scale=1.5))
     assert (shift_x, shift_y, scale) == pytest.approx((0.0, 30 / 90, 1.5))
 
 
@@ -60,6 +60,16 @@ def test_measure_skips_and_refuses_with_reasons(synthetic_aflw_dir, tmp_path):
     with pytest.raises(InputError) as info:
         measure_detector_crops(tmp_path, lambda image: far)
     assert "2 skipped" in str(info.value)
+    import scipy.io  # a .mat whose landmarks hold NaN is a skip with its reason, not the end of the run
+
+    mat = scipy.io.loadmat(str(tmp_path / "image00002.mat"))
+    mat["pt3d_68"][0, 5] = np.nan
+    scipy.io.savemat(str(tmp_path / "image00002.mat"), {k: v for k, v in mat.items() if not k.startswith("__")})
+    kp = scipy.io.loadmat(str(tmp_path / "image00001.mat"))["pt3d_68"][:2].T
+    on_face = [Detection(np.r_[kp.min(0), kp.max(0)], 0.9, "mtcnn")]
+    report = measure_detector_crops(tmp_path, lambda image: on_face)
+    assert report["n"] == 1
+    assert report["skipped"] == [("image00002", "image00002.mat pt3d_68: landmarks contain NaN or inf")]
 
 
 @pytest.mark.reference
